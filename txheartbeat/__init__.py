@@ -1,0 +1,32 @@
+"""
+txheartbeat: keep Twisted/Autobahn WebSocket clients alive and honest.
+
+Heartbeats when the line is idle, a silent peer declared dead within
+``pingInterval + pongTimeout``, reconnects with backoff and jitter, and a
+persistent handler whose hooks outlive every connection.
+"""
+
+from ._backoff import exponentialBackoff
+from ._client import HeartbeatClientFactory, HeartbeatClientProtocol, connect
+from ._errors import GaveUp, HandshakeError, HeartbeatError, HeartbeatTimeout, NotConnected, OpenTimeout, SendQueueFull
+from ._handler import HeartbeatHandler, HeartbeatStats
+from ._heartbeat import Heartbeat
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GaveUp",
+    "HandshakeError",
+    "Heartbeat",
+    "HeartbeatClientFactory",
+    "HeartbeatClientProtocol",
+    "HeartbeatError",
+    "HeartbeatHandler",
+    "HeartbeatStats",
+    "HeartbeatTimeout",
+    "NotConnected",
+    "OpenTimeout",
+    "SendQueueFull",
+    "connect",
+    "exponentialBackoff",
+]

@@ -1,0 +1,58 @@
+"""
+Exceptions raised by txheartbeat or delivered to ``HeartbeatHandler.onError``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class HeartbeatError(Exception):
+    """Base class of every txheartbeat exception."""
+
+
+class HeartbeatTimeout(HeartbeatError):
+    """The peer sent nothing within ``pongTimeout`` after a heartbeat."""
+
+    def __init__(self, idle: float) -> None:
+        super().__init__(f"no traffic from the peer for {idle:.3f} s: peer is dead")
+        self.idle = idle
+
+
+class OpenTimeout(HeartbeatError):
+    """The TCP connect plus opening handshake took longer than ``openTimeout``."""
+
+    def __init__(self, timeout: float, phase: str) -> None:
+        super().__init__(f"connection did not open within {timeout:g} s (stuck in {phase})")
+        self.timeout = timeout
+        self.phase = phase
+
+
+class HandshakeError(HeartbeatError):
+    """
+    The server refused or botched the WebSocket upgrade.
+
+    ``status`` is the HTTP status code when the server answered with one
+    other than 101 (e.g. 503), else ``None``.
+    """
+
+    def __init__(self, reason: str, status: Optional[int] = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class NotConnected(HeartbeatError):
+    """``send()`` was called with nothing to carry the message."""
+
+
+class SendQueueFull(HeartbeatError):
+    """``send()`` while not open found the bounded send queue full."""
+
+
+class GaveUp(HeartbeatError):
+    """Reconnecting stopped because ``maxRetries`` attempts failed in a row."""
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(f"gave up after {attempts} failed reconnect attempt(s)")
+        self.attempts = attempts

@@ -1,0 +1,182 @@
+"""
+The persistent handler: hooks, the bounded send queue and statistics.
+
+One :class:`HeartbeatHandler` outlives every connection its factory makes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._errors import NotConnected, SendQueueFull
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._client import HeartbeatClientFactory, HeartbeatClientProtocol
+
+Message = Union[str, bytes]
+
+_log = Logger(namespace="txheartbeat")
+
+
+@dataclass
+class HeartbeatStats:
+    """Counters kept across every connection of one handler."""
+
+    #: connection attempts started (TCP connect begun)
+    attempts: int = 0
+    #: connections that completed the opening handshake
+    opens: int = 0
+    #: reconnects scheduled after a loss or a failed attempt
+    reconnects: int = 0
+    #: heartbeats sent (ping frames or application messages)
+    heartbeatsSent: int = 0
+    #: heartbeats answered in time
+    heartbeatsAnswered: int = 0
+    #: connections dropped because the peer went silent
+    deadPeers: int = 0
+    #: messages handed to an open connection (flushed ones included)
+    messagesSent: int = 0
+    #: messages delivered to ``onMessage`` (heartbeat answers included)
+    messagesReceived: int = 0
+    #: seconds between the last answered heartbeat and its answer, or ``None``
+    latency: Optional[float] = None
+
+
+class HeartbeatHandler:
+    """
+    The object a user subclasses: its hooks survive every reconnect.
+
+    Hooks are no-ops here; override the ones you need.  They are called in
+    the order ``onOpen`` → ``onMessage``… → ``onClose`` → ``onReconnect`` for
+    each connection that opens; a failed attempt calls ``onError`` and then
+    ``onReconnect``.  An exception raised by a hook is logged and otherwise
+    ignored: it never stops the heartbeat or the reconnect loop.
+
+    A handler belongs to one factory.  ``send()`` and ``close()`` work in
+    every state; see their docstrings.
+    """
+
+    #: the current native protocol instance, or ``None`` between connections
+    protocol: Optional[HeartbeatClientProtocol] = None
+
+    def __init__(self) -> None:
+        self.stats = HeartbeatStats()
+        self.factory: Optional[HeartbeatClientFactory] = None
+        self._queue: Deque[Message] = deque()
+        self._queueSize = 1000
+
+    # Hooks -----------------------------------------------------------------
+
+    def onOpen(self) -> None:
+        """The connection is open; queued messages are sent right after this returns."""
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """A whole message arrived (text messages arrive as UTF-8 bytes)."""
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        """A connection that had opened is gone (1006 when it was not closed cleanly)."""
+
+    def onError(self, failure: Failure) -> None:
+        """
+        Something went wrong: an attempt failed (refused, DNS, HTTP status,
+        timeout) or the peer went silent (:class:`HeartbeatTimeout`).
+        """
+
+    def onReconnect(self, attempt: int, delay: float) -> None:
+        """Reconnect attempt number ``attempt`` will start in ``delay`` seconds."""
+
+    def onGiveUp(self) -> None:
+        """``maxRetries`` attempts failed in a row; nothing more will be tried."""
+
+    def onHeartbeat(self, roundTrip: float) -> None:
+        """A heartbeat was answered ``roundTrip`` seconds after it was sent."""
+
+    # Methods ---------------------------------------------------------------
+
+    @property
+    def isOpen(self) -> bool:
+        """Whether a connection is open and ``send()`` goes straight out."""
+        protocol = self.protocol
+        return protocol is not None and protocol.isOpen
+
+    def send(self, data: Message) -> None:
+        """
+        Send a text (``str``) or binary (``bytes``) message.
+
+        While open it goes out at once.  Otherwise it joins a FIFO queue
+        flushed right after the next ``onOpen`` returns; a full queue raises
+        :class:`SendQueueFull`, and with ``sendQueueSize=0`` (or after a final
+        :meth:`close`) :class:`NotConnected` is raised instead.
+
+        :raises TypeError: for anything but ``str`` or ``bytes``.
+        """
+        if not isinstance(data, (str, bytes)):
+            raise TypeError(f"send() takes str (text) or bytes (binary), not {type(data).__name__}")
+        protocol = self.protocol
+        if protocol is not None and protocol.isOpen:
+            protocol.sendPayload(data)
+            return
+        factory = self.factory
+        if factory is not None and factory.finished:
+            raise NotConnected("the client was closed; this message was not sent")
+        if self._queueSize == 0:
+            raise NotConnected("not connected and sendQueueSize=0; the message was not sent")
+        if len(self._queue) >= self._queueSize:
+            raise SendQueueFull(f"{len(self._queue)} messages already wait for the connection to open")
+        self._queue.append(data)
+
+    @property
+    def queued(self) -> List[Message]:
+        """A copy of the messages waiting for the next open, oldest first."""
+        return list(self._queue)
+
+    def close(self, code: int = 1000, reason: Optional[str] = None) -> List[Message]:
+        """
+        Close for good, whatever the state; nothing reconnects afterwards.
+
+        An open connection gets a clean close handshake (aborted if the peer
+        does not answer within ``closeTimeout``); a pending retry or attempt
+        is cancelled.
+
+        :returns: the messages still queued, oldest first (they were not sent).
+        """
+        if self.factory is not None:
+            self.factory.close(code, reason)
+        return self._takeQueue()
+
+    def whenClosed(self) -> Deferred[None]:
+        """A Deferred that fires once the client has closed for good or given up."""
+        if self.factory is None:
+            raise NotConnected("this handler is not attached to a factory")
+        return self.factory.whenClosed()
+
+    # Used by the factory ---------------------------------------------------
+
+    def _attach(self, factory: HeartbeatClientFactory, queueSize: int) -> None:
+        if self.factory is not None and self.factory is not factory:
+            raise ValueError("this handler already belongs to another factory; make one handler per client")
+        self.factory = factory
+        self._queueSize = queueSize
+
+    def _takeQueue(self) -> List[Message]:
+        items = list(self._queue)
+        self._queue.clear()
+        return items
+
+    def _flush(self, protocol: HeartbeatClientProtocol) -> None:
+        queue = self._queue
+        while queue and protocol.isOpen:
+            protocol.sendPayload(queue.popleft())
+
+    def _fire(self, hook: str, *args: Any) -> None:
+        """Call a hook; log what it raises instead of letting it escape."""
+        try:
+            getattr(self, hook)(*args)
+        except Exception:
+            _log.failure("txheartbeat: {hook} of {handler} raised", hook=hook, handler=type(self).__name__)

@@ -1,0 +1,132 @@
+"""
+Liveness logic shared by the client and the server, with no I/O of its own.
+
+A :class:`Heartbeat` is told about inbound traffic and drives two callbacks:
+"send a heartbeat now" and "the peer is dead".  It owns exactly one pending
+delayed call on the clock it was given.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+
+def checkInterval(name: str, value: Optional[float], *, allowNone: bool = True) -> None:
+    """
+    Raise :class:`ValueError` unless ``value`` is a positive finite number
+    (or ``None`` where that is allowed).
+    """
+    if value is None:
+        if allowNone:
+            return
+        raise ValueError(f"{name} must be a number of seconds, not None")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if not (0 < value < float("inf")):
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+
+
+class Heartbeat:
+    """
+    Idle-based heartbeat with a dead-peer deadline.
+
+    After ``interval`` seconds without inbound traffic, ``sendPing`` is
+    called.  If no traffic at all arrives within ``timeout`` seconds after
+    that, ``onDead`` is called once and the heartbeat stops.  The peer is thus
+    declared dead exactly ``interval + timeout`` seconds after its last
+    inbound byte, never earlier.
+
+    :meth:`noteTraffic` is the hot path: it stores a timestamp and touches a
+    timer only for the first traffic after a heartbeat (once per heartbeat,
+    never per message).
+
+    :param clock: where the one delayed call lives.
+    :param interval: idle seconds before a heartbeat.
+    :param timeout: seconds to wait for any traffic after a heartbeat;
+        ``None`` keeps the line busy without ever declaring the peer dead.
+    :param sendPing: called with no arguments to send a heartbeat.
+    :param onDead: called with the seconds since the last inbound traffic.
+    :param onAnswer: called with the seconds between a heartbeat and the
+        first traffic after it (the round-trip time for peers that answer).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        interval: float,
+        timeout: Optional[float],
+        sendPing: Callable[[], object],
+        onDead: Callable[[float], object],
+        onAnswer: Optional[Callable[[float], object]] = None,
+    ) -> None:
+        checkInterval("interval", interval, allowNone=False)
+        checkInterval("timeout", timeout)
+        self._clock = clock
+        self._interval = interval
+        self._timeout = timeout
+        self._sendPing = sendPing
+        self._onDead = onDead
+        self._onAnswer = onAnswer
+        self._call: Optional[IDelayedCall] = None
+        self._pingSentAt: Optional[float] = None
+        self.lastTraffic: float = clock.seconds()
+
+    @property
+    def running(self) -> bool:
+        """Whether a timer is pending (between :meth:`start` and :meth:`stop` or death)."""
+        return self._call is not None
+
+    @property
+    def awaitingAnswer(self) -> bool:
+        """Whether a heartbeat is out and no traffic has arrived since."""
+        return self._pingSentAt is not None
+
+    def start(self) -> None:
+        """Start counting idle time from now."""
+        self.stop()
+        self.lastTraffic = self._clock.seconds()
+        self._schedule(self._interval, self._idleCheck)
+
+    def stop(self) -> None:
+        """Cancel the pending timer; nothing is called after this."""
+        if self._call is not None:
+            call, self._call = self._call, None
+            call.cancel()
+        self._pingSentAt = None
+
+    def noteTraffic(self) -> None:
+        """Record that something arrived from the peer (O(1))."""
+        now = self.lastTraffic = self._clock.seconds()
+        sentAt = self._pingSentAt
+        if sentAt is not None:
+            self._pingSentAt = None
+            if self._call is not None:
+                self._call.cancel()
+                self._schedule(self._interval, self._idleCheck)
+            if self._onAnswer is not None:
+                self._onAnswer(now - sentAt)
+
+    def _schedule(self, delay: float, what: Callable[[], None]) -> None:
+        self._call = self._clock.callLater(delay, what)
+
+    def _idleCheck(self) -> None:
+        self._call = None
+        idle = self._clock.seconds() - self.lastTraffic
+        if idle < self._interval:
+            # Traffic arrived since this timer was set: sleep for the rest.
+            self._schedule(self._interval - idle, self._idleCheck)
+            return
+        # State first: a peer may answer synchronously from inside sendPing.
+        if self._timeout is None:
+            self._schedule(self._interval, self._idleCheck)
+        else:
+            self._pingSentAt = self._clock.seconds()
+            self._schedule(self._timeout, self._deadline)
+        self._sendPing()
+
+    def _deadline(self) -> None:
+        self._call = None
+        self._pingSentAt = None
+        self._onDead(self._clock.seconds() - self.lastTraffic)

@@ -1,0 +1,327 @@
+"""
+Test doubles for code that uses txheartbeat, in the spirit of ``treq.testing``.
+
+:class:`MemoryReactor` is a ``MemoryReactorClock`` whose ``connectTCP``
+returns connectors that behave like Twisted's (``connect()`` after a failure
+really tries again), and that can be completed against an in-memory
+Autobahn server with :meth:`MemoryReactor.accept`.  Bytes move between the
+two ends when the reactor is pumped; :meth:`MemoryReactor.advance` moves the
+clock from timer to timer and pumps after each, like a real event loop on a
+zero-latency network.  Nothing touches a socket or the global reactor.
+
+:class:`RecordingHandler` is a :class:`~txheartbeat.HeartbeatHandler` that
+records every hook call, for assertions on order and timing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Tuple
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.error import NotConnectingError, UserError
+from twisted.internet.interfaces import IConnector
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._client import _ExactTimer
+from ._handler import HeartbeatHandler
+
+__all__ = ["MemoryReactor", "MemoryLink", "RecordingHandler", "EchoServerProtocol", "echoServerFactory"]
+
+
+class RecordingHandler(HeartbeatHandler):
+    """
+    A handler that appends ``(reactorTime, hookName, *args)`` to
+    :attr:`events` for every hook call (``onError`` records the exception
+    instance, not the Failure).
+    """
+
+    def __init__(self, clock: Optional[Clock] = None) -> None:
+        super().__init__()
+        self.clock = clock
+        self.events: List[Tuple[Any, ...]] = []
+
+    def _record(self, name: str, *args: Any) -> None:
+        now = self.clock.seconds() if self.clock is not None else None
+        self.events.append((now, name, *args))
+
+    def names(self) -> List[str]:
+        """The hook names recorded so far, in order."""
+        return [event[1] for event in self.events]
+
+    def onOpen(self) -> None:
+        self._record("onOpen")
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._record("onMessage", payload, isBinary)
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        self._record("onClose", wasClean, code, reason)
+
+    def onError(self, failure: Failure) -> None:
+        self._record("onError", failure.value)
+
+    def onReconnect(self, attempt: int, delay: float) -> None:
+        self._record("onReconnect", attempt, delay)
+
+    def onGiveUp(self) -> None:
+        self._record("onGiveUp")
+
+    def onHeartbeat(self, roundTrip: float) -> None:
+        self._record("onHeartbeat", roundTrip)
+
+
+class EchoServerProtocol(WebSocketServerProtocol):
+    """An Autobahn server protocol that echoes every message back."""
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.sendMessage(payload, isBinary)
+
+
+def echoServerFactory(protocol: type = EchoServerProtocol, **options: Any) -> WebSocketServerFactory:
+    """An Autobahn server factory for :meth:`MemoryReactor.accept`; ``options`` go to ``setProtocolOptions``."""
+    factory = WebSocketServerFactory("ws://127.0.0.1:9000")
+    factory.protocol = protocol
+    if options:
+        factory.setProtocolOptions(**options)
+    return factory
+
+
+class _MemoryTransport(StringTransport):
+    def __init__(self, link: MemoryLink, host: IPv4Address, peer: IPv4Address) -> None:
+        super().__init__(hostAddress=host, peerAddress=peer)
+        self._link = link
+        self.closeRequest: Optional[bool] = None  # None, False (lose) or True (abort)
+
+    def loseConnection(self) -> None:
+        if self.closeRequest is None:
+            self.closeRequest = False
+        self.disconnecting = True
+
+    def abortConnection(self) -> None:
+        self.closeRequest = True
+        self.disconnecting = True
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+class MemoryLink:
+    """
+    One in-memory TCP connection between a client and a server protocol.
+
+    Faults for tests: :meth:`blackhole` (TCP stays up, nothing crosses),
+    :meth:`reset` (the connection dies without a close handshake),
+    :meth:`closeFromServer` (a clean TCP close by the server).
+    """
+
+    def __init__(self, reactor: MemoryReactor, connector: MemoryConnector, client: Any, server: Any) -> None:
+        self.reactor = reactor
+        self.connector = connector
+        self.client = client
+        self.server = server
+        clientAddr = IPv4Address("TCP", "127.0.0.1", 50000 + len(reactor.links))
+        serverAddr = IPv4Address("TCP", connector.host, connector.port)
+        self.clientTransport = _MemoryTransport(self, clientAddr, serverAddr)
+        self.serverTransport = _MemoryTransport(self, serverAddr, clientAddr)
+        self.toServer = True
+        self.toClient = True
+        self.connected = True
+        #: bytes that crossed in each direction (after black-holing)
+        self.bytesToServer = 0
+        self.bytesToClient = 0
+
+    def blackhole(self, toServer: bool = True, toClient: bool = True) -> None:
+        """Silently discard traffic in the given directions; TCP stays open."""
+        self.toServer = not toServer
+        self.toClient = not toClient
+
+    def reset(self) -> None:
+        """Drop the connection with no close handshake (like a TCP RST)."""
+        self.serverTransport.abortConnection()
+        self.pump()
+
+    def closeFromServer(self) -> None:
+        """The server closes TCP cleanly without a WebSocket close handshake."""
+        self.serverTransport.loseConnection()
+        self.pump()
+
+    def pump(self) -> bool:
+        """Move bytes both ways until quiet, then deliver any requested close."""
+        moved = False
+        while self.connected:
+            step = False
+            for src, dst, proto, allowed, counter in (
+                (self.clientTransport, self.serverTransport, self.server, self.toServer, "bytesToServer"),
+                (self.serverTransport, self.clientTransport, self.client, self.toClient, "bytesToClient"),
+            ):
+                data = src.value()
+                if not data:
+                    continue
+                src.clear()
+                if src.closeRequest is True or dst.closeRequest is True:
+                    continue  # aborted: buffered bytes are gone
+                step = moved = True
+                if allowed:
+                    setattr(self, counter, getattr(self, counter) + len(data))
+                    proto.dataReceived(data)
+            if step:
+                continue
+            if self.clientTransport.closeRequest is not None or self.serverTransport.closeRequest is not None:
+                self._disconnect()
+                moved = True
+            break
+        return moved
+
+    def _disconnect(self) -> None:
+        self.connected = False
+        clientReq, serverReq = self.clientTransport.closeRequest, self.serverTransport.closeRequest
+        if clientReq is not None:
+            clientReason: Failure = Failure(ConnectionAborted() if clientReq else ConnectionDone())
+            serverReason: Failure = Failure(ConnectionLost() if clientReq else ConnectionDone())
+        else:
+            serverReason = Failure(ConnectionAborted() if serverReq else ConnectionDone())
+            clientReason = Failure(ConnectionLost() if serverReq else ConnectionDone())
+        self.reactor.links.remove(self)
+        self.server.connectionLost(serverReason)
+        self.client.connectionLost(clientReason)
+        self.connector.connectionLost(clientReason)
+
+
+@implementer(IConnector)
+class MemoryConnector:
+    """An ``IConnector`` whose attempts wait in :attr:`MemoryReactor.pending`."""
+
+    def __init__(self, reactor: MemoryReactor, host: str, port: int, factory: Any, secure: bool) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.factory = factory
+        self.secure = secure
+        self.state = "disconnected"
+        self.attempts = 0
+
+    def connect(self) -> None:
+        if self.state != "disconnected":
+            raise RuntimeError("can't connect in this state")
+        self.state = "connecting"
+        self.attempts += 1
+        self.reactor.pending.append(self)
+        self.factory.startedConnecting(self)
+
+    def stopConnecting(self) -> None:
+        if self.state != "connecting":
+            raise NotConnectingError("we're not trying to connect")
+        self.connectionFailed(Failure(UserError()))
+
+    def disconnect(self) -> None:
+        if self.state == "connecting":
+            self.stopConnecting()
+
+    def connectionFailed(self, reason: Failure) -> None:
+        if self in self.reactor.pending:
+            self.reactor.pending.remove(self)
+        self.state = "disconnected"
+        self.factory.clientConnectionFailed(self, reason)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.state = "disconnected"
+        self.factory.clientConnectionLost(self, reason)
+
+    def getDestination(self) -> IPv4Address:
+        return IPv4Address("TCP", self.host, self.port)
+
+
+class MemoryReactor(MemoryReactorClock):
+    """
+    A ``MemoryReactorClock`` with working client connectors and an in-memory network.
+
+    ``connectTCP``/``connectSSL`` start an attempt that waits in
+    :attr:`pending` until the test calls :meth:`accept` or :meth:`refuse`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: List[MemoryConnector] = []
+        self.links: List[MemoryLink] = []
+
+    def connectTCP(self, host: str, port: int, factory: Any, timeout: Any = 30, bindAddress: Any = None) -> MemoryConnector:
+        self.tcpClients.append((host, port, factory, timeout, bindAddress))
+        connector = MemoryConnector(self, host, port, factory, secure=False)
+        connector.connect()
+        return connector
+
+    def connectSSL(self, host: str, port: int, factory: Any, contextFactory: Any, timeout: Any = 30, bindAddress: Any = None) -> MemoryConnector:
+        self.sslClients.append((host, port, factory, contextFactory, timeout, bindAddress))
+        connector = MemoryConnector(self, host, port, factory, secure=True)
+        connector.connect()
+        return connector
+
+    def accept(self, serverFactory: Optional[WebSocketServerFactory] = None, *, greet: bool = True) -> MemoryLink:
+        """
+        Complete the oldest pending attempt against ``serverFactory``
+        (an echo server by default) and return the link.
+
+        With ``greet`` the opening handshake is pumped through at once.
+        """
+        if not self.pending:
+            raise AssertionError("no connection attempt is pending")
+        connector = self.pending.pop(0)
+        if serverFactory is None:
+            serverFactory = echoServerFactory()
+        # Server timers on this clock too, never on txaio's global loop.
+        serverFactory._batched_timer = _ExactTimer(self)
+        serverFactory.reactor = self
+        connector.state = "connected"
+        addr = connector.getDestination()
+        client = connector.factory.buildProtocol(addr)
+        server = serverFactory.buildProtocol(addr)
+        link = MemoryLink(self, connector, client, server)
+        self.links.append(link)
+        server.makeConnection(link.serverTransport)
+        client.makeConnection(link.clientTransport)
+        if greet:
+            link.pump()
+        return link
+
+    def refuse(self, reason: Optional[BaseException] = None) -> None:
+        """Fail the oldest pending attempt (connection refused by default)."""
+        if not self.pending:
+            raise AssertionError("no connection attempt is pending")
+        self.pending[0].connectionFailed(Failure(reason or ConnectionRefusedError()))
+
+    def pump(self) -> None:
+        """Move bytes on every link until all are quiet."""
+        moved = True
+        while moved:
+            moved = False
+            for link in list(self.links):
+                moved = link.pump() or moved
+
+    def advance(self, amount: float) -> None:
+        """Move time forward by ``amount`` seconds, firing timers in order and pumping after each."""
+        target = self.seconds() + amount
+        self.pump()
+        while True:
+            due = [c.getTime() for c in self.getDelayedCalls() if c.getTime() <= target]
+            if not due:
+                break
+            Clock.advance(self, max(0.0, min(due) - self.seconds()))
+            self.pump()
+        Clock.advance(self, max(0.0, target - self.seconds()))
+        self.pump()
+
+    def run(self, until: Callable[[], bool], limit: float = 3600.0, step: float = 0.001) -> None:
+        """Advance in small steps until ``until()`` is true (``AssertionError`` after ``limit`` seconds)."""
+        end = self.seconds() + limit
+        while not until():
+            if self.seconds() >= end:
+                raise AssertionError(f"condition not reached within {limit} s")
+            self.advance(step)
