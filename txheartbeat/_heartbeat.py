@@ -28,6 +28,9 @@ def checkInterval(name: str, value: Optional[float], *, allowNone: bool = True) 
         raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
 
 
+_SLACK = 1e-9
+
+
 class Heartbeat:
     """
     Idle-based heartbeat with a dead-peer deadline.
@@ -114,7 +117,9 @@ class Heartbeat:
     def _idleCheck(self) -> None:
         self._call = None
         idle = self._clock.seconds() - self.lastTraffic
-        if idle < self._interval:
+        # The nanosecond of slack stops float rounding (last + interval - last
+        # != interval) from re-arming a zero-length timer forever.
+        if idle < self._interval - _SLACK:
             # Traffic arrived since this timer was set: sleep for the rest.
             self._schedule(self._interval - idle, self._idleCheck)
             return

@@ -30,7 +30,33 @@ from zope.interface import implementer
 from ._client import _ExactTimer
 from ._handler import HeartbeatHandler
 
-__all__ = ["MemoryReactor", "MemoryLink", "RecordingHandler", "EchoServerProtocol", "echoServerFactory"]
+__all__ = ["advanceStepwise", "MemoryReactor", "MemoryLink", "RecordingHandler", "EchoServerProtocol", "echoServerFactory"]
+
+
+def advanceStepwise(clock: Clock, amount: float, after: Callable[[], object] = lambda: None) -> None:
+    """
+    Advance ``clock`` by ``amount`` seconds one due timer at a time.
+
+    ``Clock.advance(30)`` runs a timer due at 15 with ``seconds()`` already
+    at 30; this instead stops at 15, runs it, calls ``after()`` and goes on,
+    so timers that a timer schedules fire at their own instant.
+    """
+    target = clock.seconds() + amount
+    after()
+    while True:
+        due = [c.getTime() for c in clock.getDelayedCalls() if c.getTime() <= target]
+        if not due:
+            break
+        _advanceTo(clock, min(due))
+        after()
+    _advanceTo(clock, target)
+    after()
+
+
+def _advanceTo(clock: Clock, when: float) -> None:
+    # now + (when - now) can land one ulp short of ``when``: set it exactly.
+    clock.rightNow = max(clock.rightNow, when)
+    Clock.advance(clock, 0)
 
 
 class RecordingHandler(HeartbeatHandler):
@@ -307,16 +333,7 @@ class MemoryReactor(MemoryReactorClock):
 
     def advance(self, amount: float) -> None:
         """Move time forward by ``amount`` seconds, firing timers in order and pumping after each."""
-        target = self.seconds() + amount
-        self.pump()
-        while True:
-            due = [c.getTime() for c in self.getDelayedCalls() if c.getTime() <= target]
-            if not due:
-                break
-            Clock.advance(self, max(0.0, min(due) - self.seconds()))
-            self.pump()
-        Clock.advance(self, max(0.0, target - self.seconds()))
-        self.pump()
+        advanceStepwise(self, amount, self.pump)
 
     def run(self, until: Callable[[], bool], limit: float = 3600.0, step: float = 0.001) -> None:
         """Advance in small steps until ``until()`` is true (``AssertionError`` after ``limit`` seconds)."""

@@ -1,0 +1,31 @@
+from typing import Any
+
+import pytest
+
+from txheartbeat import HeartbeatClientFactory
+from txheartbeat.testing import MemoryReactor, RecordingHandler
+
+URL = "ws://127.0.0.1:9000/"
+
+
+@pytest.fixture
+def reactor() -> MemoryReactor:
+    return MemoryReactor()
+
+
+@pytest.fixture
+def handler(reactor: MemoryReactor) -> RecordingHandler:
+    return RecordingHandler(reactor)
+
+
+@pytest.fixture
+def make(reactor: MemoryReactor, handler: RecordingHandler):
+    """Build and start a factory on the memory reactor; jitter off unless asked."""
+
+    def make(**options: Any) -> HeartbeatClientFactory:
+        options.setdefault("jitter", 0.0)
+        factory = HeartbeatClientFactory(URL, handler, reactor=reactor, **options)
+        factory.connect()
+        return factory
+
+    return make

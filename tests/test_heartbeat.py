@@ -1,0 +1,176 @@
+"""Unit tests for the sans-I/O liveness core, on a Twisted Clock."""
+
+from typing import List
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+
+from txheartbeat import Heartbeat
+from txheartbeat.testing import advanceStepwise
+
+
+class Recorder:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.pings: List[float] = []
+        self.deaths: List[float] = []
+        self.answers: List[float] = []
+        self.hb: Heartbeat
+
+    def make(self, interval=15.0, timeout=10.0, **kw) -> Heartbeat:
+        self.hb = Heartbeat(
+            self.clock,
+            interval,
+            timeout,
+            lambda: self.pings.append(self.clock.seconds()),
+            lambda idle: self.deaths.append(self.clock.seconds()),
+            onAnswer=self.answers.append,
+            **kw,
+        )
+        return self.hb
+
+
+@pytest.fixture
+def rec() -> Recorder:
+    return Recorder(Clock())
+
+
+def test_first_heartbeat_after_interval(rec):
+    """A heartbeat goes out exactly pingInterval seconds after start, not before."""
+    hb = rec.make()
+    hb.start()
+    advanceStepwise(rec.clock, 14.999)
+    assert rec.pings == []
+    advanceStepwise(rec.clock, 0.001)
+    assert rec.pings == [15.0]
+    hb.stop()
+    assert rec.clock.getDelayedCalls() == []
+
+
+def test_traffic_postpones_heartbeat(rec):
+    """Inbound traffic restarts the idle count: the heartbeat waits pingInterval after the last traffic."""
+    hb = rec.make()
+    hb.start()
+    advanceStepwise(rec.clock, 10)
+    hb.noteTraffic()
+    advanceStepwise(rec.clock, 14.9)
+    assert rec.pings == []
+    advanceStepwise(rec.clock, 0.1)
+    assert rec.pings == [25.0]
+    hb.stop()
+    assert rec.clock.getDelayedCalls() == []
+
+
+def test_dead_exactly_at_bound(rec):
+    """With no traffic the peer is declared dead exactly pingInterval + pongTimeout after the last traffic."""
+    hb = rec.make()
+    hb.start()
+    advanceStepwise(rec.clock, 3)
+    hb.noteTraffic()
+    advanceStepwise(rec.clock, 24.999)
+    assert rec.deaths == []
+    advanceStepwise(rec.clock, 0.001)
+    assert rec.pings == [18.0]
+    assert rec.deaths == [28.0]
+    assert not hb.running
+    assert rec.clock.getDelayedCalls() == []
+
+
+def test_answer_ends_wait_and_rearms(rec):
+    """The first traffic after a heartbeat reports the round trip and the next heartbeat follows pingInterval later."""
+    hb = rec.make()
+    hb.start()
+    advanceStepwise(rec.clock, 15)
+    advanceStepwise(rec.clock, 0.25)
+    hb.noteTraffic()
+    assert rec.answers == [0.25]
+    assert not hb.awaitingAnswer
+    advanceStepwise(rec.clock, 14.999)
+    assert rec.pings == [15.0]
+    advanceStepwise(rec.clock, 0.001)
+    assert rec.pings == [15.0, 30.25]
+    assert rec.deaths == []
+    hb.stop()
+    assert rec.clock.getDelayedCalls() == []
+
+
+def test_traffic_without_heartbeat_touches_no_timer(rec):
+    """Noting traffic while no heartbeat is out leaves the pending timer untouched (O(1) hot path)."""
+    hb = rec.make()
+    hb.start()
+    before = rec.clock.getDelayedCalls()
+    for _ in range(1000):
+        advanceStepwise(rec.clock, 0.001)
+        hb.noteTraffic()
+    after = rec.clock.getDelayedCalls()
+    assert len(after) == 1 and after[0] is before[0]
+    assert after[0].getTime() == 15.0
+    hb.stop()
+
+
+def test_timeout_none_keeps_alive_without_death(rec):
+    """pongTimeout=None sends a heartbeat every idle interval and never declares the peer dead."""
+    hb = rec.make(interval=5.0, timeout=None)
+    hb.start()
+    advanceStepwise(rec.clock, 100)
+    assert rec.pings == [5.0 * i for i in range(1, 21)]
+    assert rec.deaths == []
+    hb.stop()
+    assert rec.clock.getDelayedCalls() == []
+
+
+def test_synchronous_answer_is_not_lost(rec):
+    """A peer that answers from inside sendPing (same call stack) still counts as alive."""
+    clock = rec.clock
+    hb: Heartbeat
+
+    def ping():
+        rec.pings.append(clock.seconds())
+        hb.noteTraffic()
+
+    hb = Heartbeat(clock, 1.0, 1.0, ping, lambda idle: rec.deaths.append(clock.seconds()))
+    hb.start()
+    advanceStepwise(clock, 10)
+    assert rec.deaths == []
+    assert rec.pings == [float(i) for i in range(1, 11)]
+    hb.stop()
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "15", True])
+def test_bad_timings_rejected(rec, bad):
+    """Zero, negative, infinite or non-numeric timings raise ValueError at construction."""
+    with pytest.raises(ValueError):
+        rec.make(interval=bad)
+    with pytest.raises(ValueError):
+        rec.make(timeout=bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    interval=st.sampled_from([0.5, 1.0, 2.0, 15.0]),
+    timeout=st.sampled_from([0.25, 0.5, 10.0, 30.0]),
+    gaps=st.lists(st.floats(min_value=0.001, max_value=40.0), max_size=20),
+)
+def test_detection_bound_property(interval, timeout, gaps):
+    """Whatever the traffic pattern, heartbeats are never early and death comes exactly interval+timeout after the last traffic."""
+    clock = Clock()
+    rec = Recorder(clock)
+    hb = rec.make(interval=interval, timeout=timeout)
+    hb.start()
+    last = 0.0
+    for gap in gaps:
+        if rec.deaths:
+            break
+        advanceStepwise(clock, gap)
+        if rec.deaths:
+            break
+        hb.noteTraffic()
+        last = clock.seconds()
+    if not rec.deaths:
+        advanceStepwise(clock, interval + timeout + 1)
+    assert len(rec.deaths) == 1
+    assert abs(rec.deaths[0] - (last + interval + timeout)) < 1e-6
+    assert all(p >= q - 1e-9 for p, q in zip(rec.pings[1:], rec.pings))
+    assert clock.getDelayedCalls() == []
