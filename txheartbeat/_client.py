@@ -5,8 +5,7 @@ The Autobahn client protocol and the reconnecting factory that drives it.
 from __future__ import annotations
 
 import base64
-import struct
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, List, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
@@ -14,19 +13,18 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.util import parse_url
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, UserError
-from twisted.internet.interfaces import IConnector, IDelayedCall, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IConnector, IDelayedCall, ISSLTransport
 from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._backoff import RetryPolicy, exponentialBackoff
-from ._errors import GaveUp, HandshakeError, HeartbeatTimeout, NotConnected, OpenTimeout
+from ._errors import GaveUp, HandshakeError, NotConnected, OpenTimeout
 from ._handler import HeartbeatHandler, Message
-from ._heartbeat import Heartbeat, checkInterval
+from ._heartbeat import checkInterval
+from ._protocol import ExactTimer, HeartbeatMixin, PingMessage, redactURL
 
 _log = Logger(namespace="txheartbeat")
-
-PingMessage = Union[None, str, bytes, Callable[[], Union[str, bytes]]]
 
 # Autobahn options whose job txheartbeat does itself, on the injected clock.
 _OWNED_OPTIONS = {
@@ -40,24 +38,7 @@ _OWNED_OPTIONS = {
 _FACTORY_ARGS = {"origin", "protocols", "useragent", "headers", "proxy"}
 
 
-class _ExactTimer:
-    """Autobahn's batched-timer interface on the injected clock, without batching."""
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-
-    def call_later(self, delay: float, func: Callable[..., Any], *args: Any, **kwargs: Any) -> IDelayedCall:
-        return self._clock.callLater(delay, func, *args, **kwargs)
-
-
-def redactURL(url: str) -> str:
-    """Return ``url`` without user info, query or fragment, fit for logs."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-class HeartbeatClientProtocol(WebSocketClientProtocol):
+class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):
     """
     One WebSocket connection: notes inbound traffic, runs the heartbeat and
     reports to its :class:`HeartbeatClientFactory`.  A new instance is built
@@ -68,69 +49,32 @@ class HeartbeatClientProtocol(WebSocketClientProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self.heartbeat: Optional[Heartbeat] = None
-        #: why this connection ended, when txheartbeat knows better than the transport
-        self.failure: Optional[Failure] = None
         self.opened = False
-        self._closeCall: Optional[IDelayedCall] = None
-        self._pingSeq = 0
-        self._pingPayload: Optional[bytes] = None
-        self._pingSentAt = 0.0
-
-    @property
-    def isOpen(self) -> bool:
-        """Whether the WebSocket is open (handshake done, no close begun)."""
-        return self.state == WebSocketProtocol.STATE_OPEN
 
     # Twisted entry points --------------------------------------------------
 
     def connectionMade(self) -> None:
+        factory = self.factory
+        self.clock = factory.reactor
+        self.closeTimeout = factory.closeTimeout
         # reactor.connectTCP() with a wss:// factory: start verified TLS here.
-        if self.factory.isSecure and not ISSLTransport.providedBy(self.transport):
-            self.transport.startTLS(self.factory.contextFactory)
+        if factory.isSecure and not ISSLTransport.providedBy(self.transport):
+            self.transport.startTLS(factory.contextFactory)
         super().connectionMade()
-        self.factory._connected(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        heartbeat = self.heartbeat
-        if heartbeat is not None:
-            heartbeat.noteTraffic()
-        super().dataReceived(data)
 
     # Autobahn hooks ----------------------------------------------------------
 
     def onOpen(self) -> None:
         factory = self.factory
         self.opened = True
-        if factory.pingInterval is not None:
-            appLevel = factory.pingMessage is not None
-            self.heartbeat = Heartbeat(
-                factory.reactor,
-                factory.pingInterval,
-                factory.pongTimeout,
-                self._sendHeartbeat,
-                self._peerDead,
-                onAnswer=self._answered if appLevel else None,
-            )
-            self.heartbeat.start()
+        self.startHeartbeat(factory.pingInterval, factory.pongTimeout, factory.pingMessage)
         factory._opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory._message(payload, isBinary)
 
-    def onPong(self, payload: bytes) -> None:
-        if self._pingPayload is not None and payload == self._pingPayload:
-            self._pingPayload = None
-            self._answered(self.factory.reactor.seconds() - self._pingSentAt)
-
-    def onCloseFrame(self, code: int, reasonRaw: bytes) -> Optional[bool]:
-        result = super().onCloseFrame(code, reasonRaw)
-        # The peer began (or answered) a close: bound the wait for TCP to end.
-        self._startClosingTimer()
-        return result
-
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        self._stopTimers()
+        self.stopTimers()
         self.factory._closed(self, wasClean, code, reason)
 
     def failHandshake(self, reason: str) -> None:
@@ -144,7 +88,22 @@ class HeartbeatClientProtocol(WebSocketClientProtocol):
         self.failure = Failure(HandshakeError(reason, status))
         super().failHandshake(reason)
 
-    # Used by the handler and the factory -------------------------------------
+    # HeartbeatMixin notifications --------------------------------------------
+
+    def heartbeatSent(self) -> None:
+        self.factory.handler.stats.heartbeatsSent += 1
+
+    def heartbeatAnswered(self, roundTrip: float) -> None:
+        handler = self.factory.handler
+        handler.stats.heartbeatsAnswered += 1
+        handler.stats.latency = roundTrip
+        handler._fire("onHeartbeat", roundTrip)
+
+    def peerDead(self, failure: Failure) -> None:
+        self.factory.handler.stats.deadPeers += 1
+        _log.info("txheartbeat: {why} ({url})", why=failure.getErrorMessage(), url=self.factory.safeURL)
+
+    # Used by the handler -------------------------------------------------------
 
     def sendPayload(self, data: Message) -> None:
         """Send ``str`` as a text message, ``bytes`` as a binary one."""
@@ -153,73 +112,6 @@ class HeartbeatClientProtocol(WebSocketClientProtocol):
         else:
             self.sendMessage(data, isBinary=True)
         self.factory.handler.stats.messagesSent += 1
-
-    def closeGracefully(self, code: int, reason: Optional[str]) -> None:
-        """Start a close handshake, aborting if it does not end within ``closeTimeout``."""
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        self.sendClose(code, reason)
-        self._startClosingTimer()
-
-    def abort(self, failure: Optional[Failure] = None) -> None:
-        """Drop the TCP connection at once, recording why."""
-        if failure is not None and self.failure is None:
-            self.failure = failure
-            self.wasNotCleanReason = failure.getErrorMessage()
-        self.wasClean = False
-        if self.state == WebSocketProtocol.STATE_CLOSED:
-            # Autobahn already called dropConnection; make sure TCP goes.
-            self.transport.abortConnection()
-        else:
-            self.dropConnection(abort=True)
-
-    # Internals -----------------------------------------------------------------
-
-    def _sendHeartbeat(self) -> None:
-        factory = self.factory
-        factory.handler.stats.heartbeatsSent += 1
-        message = factory.pingMessage
-        if message is None:
-            self._pingSeq += 1
-            self._pingPayload = struct.pack("!Q", self._pingSeq)
-            self._pingSentAt = factory.reactor.seconds()
-            self.sendPing(self._pingPayload)
-            return
-        if callable(message):
-            message = message()
-        if isinstance(message, str):
-            self.sendMessage(message.encode("utf-8"), isBinary=False)
-        else:
-            self.sendMessage(message, isBinary=True)
-
-    def _answered(self, roundTrip: float) -> None:
-        stats = self.factory.handler.stats
-        stats.heartbeatsAnswered += 1
-        stats.latency = roundTrip
-        self.factory.handler._fire("onHeartbeat", roundTrip)
-
-    def _peerDead(self, idle: float) -> None:
-        self.heartbeat = None
-        self.factory.handler.stats.deadPeers += 1
-        _log.info("txheartbeat: no traffic for {idle:.3f} s from {url}: peer is dead", idle=idle, url=self.factory.safeURL)
-        self.abort(Failure(HeartbeatTimeout(idle)))
-
-    def _startClosingTimer(self) -> None:
-        if self._closeCall is None and self.state != WebSocketProtocol.STATE_CLOSED:
-            self._closeCall = self.factory.reactor.callLater(self.factory.closeTimeout, self._closingTimedOut)
-
-    def _closingTimedOut(self) -> None:
-        self._closeCall = None
-        self.wasNotCleanReason = "closing handshake timeout (peer did not finish closing in time)"
-        self.abort()
-
-    def _stopTimers(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-            self.heartbeat = None
-        if self._closeCall is not None:
-            self._closeCall.cancel()
-            self._closeCall = None
 
 
 class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
@@ -316,7 +208,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         WebSocketClientFactory.__init__(self, url, reactor=reactor, headers=headers, **factoryArgs)
         if reactor is None:
             reactor = self.reactor
-        self._batched_timer = _ExactTimer(reactor)
+        self._batched_timer = ExactTimer(reactor)
         try:
             self.setProtocolOptions(
                 autoPingInterval=0,
@@ -499,8 +391,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             attempts = self.retries - 1
             _log.warn("txheartbeat: giving up on {url} after {n} failed reconnect attempt(s)", url=self.safeURL, n=attempts)
             self.continueTrying = 0
-            self._finish("gaveup", GaveUp(attempts))
+            self.state = "gaveup"
             self.handler._fire("onGiveUp")
+            self._finish("gaveup", GaveUp(attempts))
             return
         delay = float(self.retryPolicy(self.retries))
         self.delay = delay
@@ -520,9 +413,6 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self.close()
 
     # Called by the protocol --------------------------------------------------------
-
-    def _connected(self, protocol: HeartbeatClientProtocol) -> None:
-        _log.debug("txheartbeat: TCP connected to {url}, handshaking", url=self.safeURL)
 
     def _opened(self, protocol: HeartbeatClientProtocol) -> None:
         self._cancelOpenTimeout()

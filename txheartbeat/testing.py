@@ -27,7 +27,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._client import _ExactTimer
+from ._protocol import ExactTimer
 from ._handler import HeartbeatHandler
 
 __all__ = ["advanceStepwise", "MemoryReactor", "MemoryLink", "RecordingHandler", "EchoServerProtocol", "echoServerFactory"]
@@ -303,7 +303,7 @@ class MemoryReactor(MemoryReactorClock):
         if serverFactory is None:
             serverFactory = echoServerFactory()
         # Server timers on this clock too, never on txaio's global loop.
-        serverFactory._batched_timer = _ExactTimer(self)
+        serverFactory._batched_timer = ExactTimer(self)
         serverFactory.reactor = self
         connector.state = "connected"
         addr = connector.getDestination()

@@ -1,0 +1,176 @@
+"""
+What the client and server protocols share on top of Autobahn: traffic
+noting, the heartbeat (RFC ping or application message), the bounded close
+and aborting with a reason.  The liveness rules themselves live in
+:mod:`txheartbeat._heartbeat`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable, Optional, Union
+from urllib.parse import urlsplit, urlunsplit
+
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from ._heartbeat import Heartbeat
+
+PingMessage = Union[None, str, bytes, Callable[[], Union[str, bytes]]]
+
+
+class ExactTimer:
+    """Autobahn's batched-timer interface on the injected clock, without batching."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+
+    def call_later(self, delay: float, func: Callable[..., Any], *args: Any, **kwargs: Any) -> IDelayedCall:
+        return self._clock.callLater(delay, func, *args, **kwargs)
+
+
+def redactURL(url: str) -> str:
+    """Return ``url`` without user info, query or fragment, fit for logs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class HeartbeatMixin:
+    """
+    Mixed into an Autobahn protocol (before it in the bases).
+
+    Subclasses set :attr:`clock` and :attr:`closeTimeout` and may override
+    :meth:`heartbeatSent`, :meth:`heartbeatAnswered` and :meth:`peerDead`.
+    """
+
+    clock: IReactorTime
+    closeTimeout: float = 2.0
+    heartbeat: Optional[Heartbeat] = None
+    #: why this connection ended, when txheartbeat knows better than the transport
+    failure: Optional[Failure] = None
+    _closeCall: Optional[IDelayedCall] = None
+    _pingMessage: PingMessage = None
+    _pingSeq = 0
+    _pingPayload: Optional[bytes] = None
+    _pingSentAt = 0.0
+
+    # Autobahn attributes used here (provided by WebSocketProtocol)
+    state: int
+    transport: Any
+    wasClean: bool
+    wasNotCleanReason: Optional[str]
+
+    @property
+    def isOpen(self) -> bool:
+        """Whether the WebSocket is open (handshake done, no close begun)."""
+        return self.state == WebSocketProtocol.STATE_OPEN
+
+    def dataReceived(self, data: bytes) -> None:
+        heartbeat = self.heartbeat
+        if heartbeat is not None:
+            heartbeat.noteTraffic()
+        super().dataReceived(data)  # type: ignore[misc]
+
+    def startHeartbeat(self, interval: Optional[float], timeout: Optional[float], message: PingMessage = None) -> None:
+        """Start the heartbeat; ``interval=None`` does nothing."""
+        if interval is None:
+            return
+        self._pingMessage = message
+        self.heartbeat = Heartbeat(
+            self.clock,
+            interval,
+            timeout,
+            self._sendHeartbeat,
+            self._peerDead,
+            # Any traffic answers an application heartbeat; ping frames are
+            # matched by payload in onPong for an exact round trip.
+            onAnswer=self.heartbeatAnswered if message is not None else None,
+        )
+        self.heartbeat.start()
+
+    def onPong(self, payload: bytes) -> None:
+        if self._pingPayload is not None and payload == self._pingPayload:
+            self._pingPayload = None
+            self.heartbeatAnswered(self.clock.seconds() - self._pingSentAt)
+
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> Optional[bool]:
+        result = super().onCloseFrame(code, reasonRaw)  # type: ignore[misc]
+        # The peer began (or answered) a close: bound the wait for TCP to end.
+        self.startClosingTimer()
+        return result
+
+    def closeGracefully(self, code: int = 1000, reason: Optional[str] = None) -> None:
+        """Start a close handshake, aborting if it does not end within ``closeTimeout``."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        self.sendClose(code, reason)  # type: ignore[attr-defined]
+        self.startClosingTimer()
+
+    def abort(self, failure: Optional[Failure] = None) -> None:
+        """Drop the TCP connection at once, recording why."""
+        if failure is not None and self.failure is None:
+            self.failure = failure
+            self.wasNotCleanReason = failure.getErrorMessage()
+        self.wasClean = False
+        if self.state == WebSocketProtocol.STATE_CLOSED:
+            # Autobahn already dropped it logically; make sure TCP goes.
+            self.transport.abortConnection()
+        else:
+            self.dropConnection(abort=True)  # type: ignore[attr-defined]
+
+    def stopTimers(self) -> None:
+        """Cancel the heartbeat and closing timers (the connection is gone)."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
+        if self._closeCall is not None:
+            self._closeCall.cancel()
+            self._closeCall = None
+
+    def startClosingTimer(self) -> None:
+        if self._closeCall is None and self.state != WebSocketProtocol.STATE_CLOSED:
+            self._closeCall = self.clock.callLater(self.closeTimeout, self._closingTimedOut)
+
+    # Overridable notifications ----------------------------------------------
+
+    def heartbeatSent(self) -> None:
+        """A heartbeat went out."""
+
+    def heartbeatAnswered(self, roundTrip: float) -> None:
+        """The peer answered a heartbeat after ``roundTrip`` seconds."""
+
+    def peerDead(self, failure: Failure) -> None:
+        """The peer went silent; the connection is being aborted."""
+
+    # Internals ------------------------------------------------------------------
+
+    def _sendHeartbeat(self) -> None:
+        message = self._pingMessage
+        if message is None:
+            self._pingSeq += 1
+            self._pingPayload = struct.pack("!Q", self._pingSeq)
+            self._pingSentAt = self.clock.seconds()
+            self.sendPing(self._pingPayload)  # type: ignore[attr-defined]
+        else:
+            if callable(message):
+                message = message()
+            if isinstance(message, str):
+                self.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[attr-defined]
+            else:
+                self.sendMessage(message, isBinary=True)  # type: ignore[attr-defined]
+        self.heartbeatSent()
+
+    def _peerDead(self, idle: float) -> None:
+        from ._errors import HeartbeatTimeout
+
+        self.heartbeat = None
+        failure = Failure(HeartbeatTimeout(idle))
+        self.peerDead(failure)
+        self.abort(failure)
+
+    def _closingTimedOut(self) -> None:
+        self._closeCall = None
+        self.wasNotCleanReason = "closing handshake timeout (peer did not finish closing in time)"
+        self.abort()
