@@ -11,6 +11,7 @@ from ._client import HeartbeatClientFactory, HeartbeatClientProtocol, connect
 from ._errors import GaveUp, HandshakeError, HeartbeatError, HeartbeatTimeout, NotConnected, OpenTimeout, SendQueueFull
 from ._handler import HeartbeatHandler, HeartbeatStats
 from ._heartbeat import Heartbeat
+from ._server import HeartbeatServerFactory, HeartbeatServerProtocol
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,8 @@ __all__ = [
     "HeartbeatClientProtocol",
     "HeartbeatError",
     "HeartbeatHandler",
+    "HeartbeatServerFactory",
+    "HeartbeatServerProtocol",
     "HeartbeatStats",
     "HeartbeatTimeout",
     "NotConnected",

@@ -1,0 +1,142 @@
+"""Unit tests for the heartbeat-aware server on the in-memory reactor."""
+
+from typing import List
+
+import pytest
+
+from txheartbeat import HeartbeatClientFactory, HeartbeatServerFactory, HeartbeatServerProtocol, HeartbeatTimeout
+from txheartbeat.testing import RecordingHandler
+
+from .conftest import URL
+
+
+class AppServer(HeartbeatServerProtocol):
+    messages: List[bytes] = []
+    dead: List[float] = []
+
+    def onMessage(self, payload, isBinary):
+        AppServer.messages.append(payload)
+        self.sendMessage(b"echo:" + payload, isBinary)
+
+    def onPeerDead(self, failure):
+        assert isinstance(failure.value, HeartbeatTimeout)
+        AppServer.dead.append(self.clock.seconds())
+
+
+@pytest.fixture
+def server():
+    AppServer.messages = []
+    AppServer.dead = []
+
+    def make(**options):
+        factory = HeartbeatServerFactory(**options)
+        factory.protocol = AppServer
+        return factory
+
+    return make
+
+
+def client(reactor, handler, **options):
+    options.setdefault("jitter", 0.0)
+    factory = HeartbeatClientFactory(URL, handler, reactor=reactor, **options)
+    factory.connect()
+    return factory
+
+
+def test_seed_heartbeat_answered_not_forwarded(reactor, handler, server):
+    """The seed's default 'heartbeat' text is answered with 'heartbeat' and never reaches onMessage."""
+    client(reactor, handler, pingInterval=15, pongTimeout=10, pingMessage="heartbeat")
+    factory = server()
+    reactor.accept(factory)
+    handler.send("hello")
+    reactor.advance(15)
+    assert AppServer.messages == [b"hello"]
+    assert handler.events[-1][1:] == ("onMessage", b"heartbeat", False)
+    assert len(factory.clients) == 1
+    handler.close()
+    reactor.advance(5)
+    assert factory.clients == set()
+    assert reactor.getDelayedCalls() == []
+
+
+def test_custom_heartbeat_request_and_callable_reply(reactor, handler, server):
+    """Request and reply are configurable; a callable reply sees the request."""
+    client(reactor, handler, pingInterval=1, pongTimeout=1, pingMessage="ping")
+    reactor.accept(server(heartbeatMessage=lambda p, b: p.startswith(b"pi"), heartbeatReply=lambda p, b: b"pong:" + p))
+    reactor.advance(1)
+    assert handler.events[-1][1:] == ("onMessage", b"pong:ping", True)
+    assert AppServer.messages == []
+    handler.close()
+    reactor.advance(5)
+
+
+def test_heartbeat_matching_off(reactor, handler, server):
+    """heartbeatMessage=None passes every message to onMessage."""
+    client(reactor, handler, pingInterval=None)
+    reactor.accept(server(heartbeatMessage=None))
+    handler.send("heartbeat")
+    reactor.advance(0)
+    assert AppServer.messages == [b"heartbeat"]
+    handler.close()
+    reactor.advance(5)
+
+
+def test_silent_client_pinged_then_reaped(reactor, handler, server):
+    """An idle client gets a ping at pingInterval; one that sends nothing is reaped at pingInterval + pongTimeout."""
+    client(reactor, handler, pingInterval=None, initialDelay=100, maxDelay=100)
+    factory = server(pingInterval=5, pongTimeout=3)
+    link = reactor.accept(factory)
+    reactor.advance(5)  # answered by Autobahn's automatic pong
+    assert AppServer.dead == []
+    link.blackhole(toServer=True, toClient=False)
+    reactor.advance(7.999)  # last traffic at 5: dead at 5 + 5 + 3
+    assert AppServer.dead == []
+    reactor.advance(0.001)
+    assert AppServer.dead == [13.0]
+    assert link.serverTransport.closeRequest is True
+    assert factory.deadClients == 1 and factory.clients == set()
+    handler.close()
+    assert reactor.getDelayedCalls() == []
+
+
+def test_request_leave_obeyed(reactor, server):
+    """A client that closes on the agreed message leaves cleanly and the server's timer is cancelled."""
+
+    class Obedient(RecordingHandler):
+        def onMessage(self, payload, isBinary):
+            super().onMessage(payload, isBinary)
+            if payload == b"close":
+                self.close()
+
+    h = Obedient(reactor)
+    client(reactor, h, pingInterval=None)
+    link = reactor.accept(server(pingInterval=None))
+    link.server.requestLeave()
+    reactor.advance(0)
+    assert h.names() == ["onOpen", "onMessage", "onClose"]
+    assert h.events[-1][2:4] == (True, 1000)
+    assert h.factory.state == "closed"
+    assert reactor.getDelayedCalls() == []
+
+
+def test_request_leave_enforced(reactor, handler, server):
+    """A client that ignores the agreed message is closed by the server after leaveTimeout."""
+    client(reactor, handler, pingInterval=None, initialDelay=100, maxDelay=100)
+    link = reactor.accept(server(pingInterval=None, leaveTimeout=3))
+    link.server.requestLeave()
+    reactor.advance(2.999)
+    assert "onClose" not in handler.names()
+    reactor.advance(0.001)
+    assert handler.events[-2][:5] == (3.0, "onClose", True, 1000, "asked to leave")
+    handler.close()
+    assert reactor.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"pingInterval": 0}, {"pongTimeout": -1}, {"heartbeatMessage": 3}, {"heartbeatReply": None}, {"autoPingInterval": 1}, {"bogus": 1}],
+)
+def test_server_bad_options(kwargs):
+    """Bad server options raise ValueError at construction."""
+    with pytest.raises(ValueError):
+        HeartbeatServerFactory(**kwargs)

@@ -1,0 +1,195 @@
+"""
+The server side: answers the seed's application heartbeats, pings idle
+clients and reaps the silent ones, and asks clients to leave by message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Set, Union
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._heartbeat import checkInterval
+from ._protocol import ExactTimer, HeartbeatMixin
+
+_log = Logger(namespace="txheartbeat")
+
+Payload = Union[str, bytes]
+HeartbeatMatch = Union[None, Payload, Callable[[bytes, bool], bool]]
+HeartbeatReply = Union[None, Payload, Callable[[bytes, bool], Payload]]
+
+_OWNED = {"autoPingInterval": "pingInterval", "autoPingTimeout": "pongTimeout", "autoPingSize": "pingInterval"}
+
+
+def _encode(payload: Payload) -> tuple:
+    if isinstance(payload, str):
+        return payload.encode("utf-8"), False
+    return payload, True
+
+
+class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):
+    """
+    A server connection that keeps itself honest.
+
+    Application heartbeats (by default the text ``heartbeat``) are answered
+    (by default with ``heartbeat``) and not passed to :meth:`onMessage`.
+    After ``pingInterval`` idle seconds the client gets an RFC 6455 ping; a
+    client that sends nothing within ``pongTimeout`` after it is aborted,
+    after :meth:`onPeerDead` is called.  Subclass and override the usual
+    Autobahn hooks (``onOpen``, ``onMessage``, ``onClose``).
+    """
+
+    factory: HeartbeatServerFactory
+    _leaveCall: Optional[IDelayedCall] = None
+
+    def connectionMade(self) -> None:
+        self.clock = self.factory.reactor
+        self.closeTimeout = self.factory.closeTimeout
+        super().connectionMade()
+
+    def _onOpen(self) -> None:
+        factory = self.factory
+        factory.clients.add(self)
+        self.startHeartbeat(factory.pingInterval, factory.pongTimeout)
+        super()._onOpen()
+
+    def _onMessage(self, payload: bytes, isBinary: bool) -> None:
+        reply = self.factory.heartbeatAnswer(payload, isBinary)
+        if reply is not None:
+            data, binary = reply
+            self.sendMessage(data, isBinary=binary)
+            return
+        super()._onMessage(payload, isBinary)
+
+    def _onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        self.stopTimers()
+        if self._leaveCall is not None:
+            self._leaveCall.cancel()
+            self._leaveCall = None
+        self.factory.clients.discard(self)
+        super()._onClose(wasClean, code, reason)
+
+    def peerDead(self, failure: Failure) -> None:
+        self.factory.deadClients += 1
+        _log.info("txheartbeat: client {peer} went silent: {why}", peer=self.peer, why=failure.getErrorMessage())
+        try:
+            self.onPeerDead(failure)
+        except Exception:
+            _log.failure("txheartbeat: onPeerDead raised")
+
+    def onPeerDead(self, failure: Failure) -> None:
+        """The client went silent (:class:`HeartbeatTimeout`); it is aborted right after this returns."""
+
+    def requestLeave(self, message: Optional[Payload] = None, timeout: Optional[float] = None) -> None:
+        """
+        Ask the client to close, by the seed's convention: send the agreed
+        message and let the client call ``close()``.  If it is still
+        connected after ``timeout`` seconds, close it from here (a close
+        handshake, aborted after ``closeTimeout``).
+
+        :param message: defaults to the factory's ``leaveMessage``.
+        :param timeout: defaults to the factory's ``leaveTimeout``.
+        """
+        if not self.isOpen or self._leaveCall is not None:
+            return
+        data, binary = _encode(message if message is not None else self.factory.leaveMessage)
+        self.sendMessage(data, isBinary=binary)
+        wait = timeout if timeout is not None else self.factory.leaveTimeout
+        self._leaveCall = self.clock.callLater(wait, self._leaveTimedOut)
+
+    def _leaveTimedOut(self) -> None:
+        self._leaveCall = None
+        if self.isOpen:
+            self.closeGracefully(1000, "asked to leave")
+
+
+class HeartbeatServerFactory(WebSocketServerFactory):
+    """
+    Autobahn server factory for :class:`HeartbeatServerProtocol` (or a subclass).
+
+    :param url: the server's ``ws://`` URL (as for Autobahn; may be ``None``).
+    :param pingInterval: idle seconds before an RFC ping to the client
+        (``None``: never ping, never reap).
+    :param pongTimeout: seconds a pinged client has to send anything
+        (``None``: ping but never reap).
+    :param heartbeatMessage: what counts as a client heartbeat: ``str``
+        (text message), ``bytes`` (binary message), a predicate
+        ``(payload, isBinary) -> bool``, or ``None`` to pass everything to
+        ``onMessage``.
+    :param heartbeatReply: the answer: ``str``, ``bytes`` or a callable
+        ``(payload, isBinary) -> str | bytes``.
+    :param leaveMessage: what :meth:`HeartbeatServerProtocol.requestLeave` sends.
+    :param leaveTimeout: seconds a client asked to leave has before it is closed.
+    :param closeTimeout: seconds allowed for a close handshake before aborting.
+    :param reactor: reactor and clock for every timer.
+    :param options: Autobahn factory arguments (``protocols``, ``server``,
+        ``headers``, ``externalPort``) or protocol options.
+    """
+
+    protocol = HeartbeatServerProtocol
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        *,
+        pingInterval: Optional[float] = 15.0,
+        pongTimeout: Optional[float] = 10.0,
+        heartbeatMessage: HeartbeatMatch = "heartbeat",
+        heartbeatReply: HeartbeatReply = "heartbeat",
+        leaveMessage: Payload = "close",
+        leaveTimeout: float = 5.0,
+        closeTimeout: float = 2.0,
+        reactor: Any = None,
+        **options: Any,
+    ) -> None:
+        checkInterval("pingInterval", pingInterval)
+        checkInterval("pongTimeout", pongTimeout)
+        checkInterval("leaveTimeout", leaveTimeout, allowNone=False)
+        checkInterval("closeTimeout", closeTimeout, allowNone=False)
+        for name, ours in _OWNED.items():
+            if name in options:
+                raise ValueError(f"{name} is managed by txheartbeat on the injected clock; use {ours}= instead")
+        if heartbeatMessage is not None and not isinstance(heartbeatMessage, (str, bytes)) and not callable(heartbeatMessage):
+            raise ValueError(f"heartbeatMessage must be None, str, bytes or a predicate, got {heartbeatMessage!r}")
+        if heartbeatReply is None or (not isinstance(heartbeatReply, (str, bytes)) and not callable(heartbeatReply)):
+            raise ValueError(f"heartbeatReply must be str, bytes or a callable, got {heartbeatReply!r}")
+        if not isinstance(leaveMessage, (str, bytes)):
+            raise ValueError(f"leaveMessage must be str or bytes, got {leaveMessage!r}")
+        factoryArgs = {k: options.pop(k) for k in list(options) if k in ("protocols", "server", "headers", "externalPort")}
+        WebSocketServerFactory.__init__(self, url, reactor=reactor, **factoryArgs)
+        self._batched_timer = ExactTimer(self.reactor)
+        try:
+            self.setProtocolOptions(autoPingInterval=0, **options)
+        except TypeError as e:
+            raise ValueError(f"unknown option for HeartbeatServerFactory: {e}") from None
+        self.pingInterval = pingInterval
+        self.pongTimeout = pongTimeout
+        self.heartbeatMessage = heartbeatMessage
+        self.heartbeatReply = heartbeatReply
+        self.leaveMessage = leaveMessage
+        self.leaveTimeout = leaveTimeout
+        self.closeTimeout = closeTimeout
+        #: the open connections
+        self.clients: Set[HeartbeatServerProtocol] = set()
+        #: clients aborted because they went silent
+        self.deadClients = 0
+
+    def heartbeatAnswer(self, payload: bytes, isBinary: bool) -> Optional[tuple]:
+        """Return ``(data, isBinary)`` to answer a heartbeat, or ``None`` for an application message."""
+        match = self.heartbeatMessage
+        if match is None:
+            return None
+        if callable(match):
+            if not match(payload, isBinary):
+                return None
+        else:
+            data, binary = _encode(match)
+            if payload != data or isBinary != binary:
+                return None
+        reply = self.heartbeatReply
+        if callable(reply):
+            reply = reply(payload, isBinary)
+        return _encode(reply)
