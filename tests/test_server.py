@@ -89,9 +89,9 @@ def test_silent_client_pinged_then_reaped(reactor, handler, server):
     reactor.advance(5)  # answered by Autobahn's automatic pong
     assert AppServer.dead == []
     link.blackhole(toServer=True, toClient=False)
-    reactor.advance(7.999)  # last traffic at 5: dead at 5 + 5 + 3
+    reactor.advance(7.75)  # last traffic at 5: dead at 5 + 5 + 3
     assert AppServer.dead == []
-    reactor.advance(0.001)
+    reactor.advance(0.25)
     assert AppServer.dead == [13.0]
     assert link.serverTransport.closeRequest is True
     assert factory.deadClients == 1 and factory.clients == set()
