@@ -132,7 +132,7 @@ def test_inbound_traffic_means_no_heartbeat(reactor, handler, make):
     for _ in range(10):
         reactor.advance(14)
         link.server.sendMessage(b"tick")
-    reactor.pump()
+    reactor.flush()
     assert handler.stats.heartbeatsSent == 0
     assert handler.stats.messagesReceived == 10
     finish(reactor, handler)
@@ -552,7 +552,9 @@ def test_url_credentials_become_basic_auth_and_never_logged(reactor, handler):
     logged = []
     globalLogPublisher.addObserver(logged.append)
     try:
-        factory = HeartbeatClientFactory("ws://alice:s3cr3t@127.0.0.1:9000/x?token=t0k", handler, reactor=reactor, jitter=0)
+        factory = HeartbeatClientFactory(
+            "ws://alice:s3cr3t@127.0.0.1:9000/x?token=t0k", handler, reactor=reactor, jitter=0
+        )
         factory.connect()
         reactor.refuse()
         reactor.advance(1)
@@ -590,4 +592,6 @@ def test_exports():
 
     for name in txheartbeat.__all__:
         assert hasattr(txheartbeat, name)
-    assert {"HeartbeatHandler", "HeartbeatClientFactory", "HeartbeatClientProtocol", "connect"} <= set(txheartbeat.__all__)
+    assert {"HeartbeatHandler", "HeartbeatClientFactory", "HeartbeatClientProtocol", "connect"} <= set(
+        txheartbeat.__all__
+    )

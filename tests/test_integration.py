@@ -4,7 +4,6 @@ from typing import Any, Dict, List
 
 import pytest
 import pytest_twisted
-from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet import defer, protocol
 from twisted.internet import reactor as _reactor
 

@@ -134,7 +134,14 @@ def test_request_leave_enforced(reactor, handler, server):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"pingInterval": 0}, {"pongTimeout": -1}, {"heartbeatMessage": 3}, {"heartbeatReply": None}, {"autoPingInterval": 1}, {"bogus": 1}],
+    [
+        {"pingInterval": 0},
+        {"pongTimeout": -1},
+        {"heartbeatMessage": 3},
+        {"heartbeatReply": None},
+        {"autoPingInterval": 1},
+        {"bogus": 1},
+    ],
 )
 def test_server_bad_options(kwargs):
     """Bad server options raise ValueError at construction."""

@@ -38,7 +38,7 @@ _OWNED_OPTIONS = {
 _FACTORY_ARGS = {"origin", "protocols", "useragent", "headers", "proxy"}
 
 
-class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):
+class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """
     One WebSocket connection: notes inbound traffic, runs the heartbeat and
     reports to its :class:`HeartbeatClientFactory`.  A new instance is built
@@ -153,7 +153,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         ``setProtocolOptions`` (e.g. ``maxMessagePayloadSize``).
     """
 
-    protocol = HeartbeatClientProtocol
+    protocol = HeartbeatClientProtocol  # type: ignore[assignment]
     noisy = False
 
     def __init__(
@@ -187,7 +187,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             raise ValueError(f"minUptime must be a number of seconds >= 0, got {minUptime!r}")
         if pingMessage is not None and not isinstance(pingMessage, (str, bytes)) and not callable(pingMessage):
             raise ValueError(f"pingMessage must be None, str, bytes or a callable, got {pingMessage!r}")
-        if maxRetries is not None and (isinstance(maxRetries, bool) or not isinstance(maxRetries, int) or maxRetries < 0):
+        if maxRetries is not None and (
+            isinstance(maxRetries, bool) or not isinstance(maxRetries, int) or maxRetries < 0
+        ):
             raise ValueError(f"maxRetries must be None or an integer >= 0, got {maxRetries!r}")
         if isinstance(sendQueueSize, bool) or not isinstance(sendQueueSize, int) or sendQueueSize < 0:
             raise ValueError(f"sendQueueSize must be an integer >= 0, got {sendQueueSize!r}")
@@ -226,16 +228,16 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self.pingInterval = pingInterval
         self.pongTimeout = pongTimeout
         self.pingMessage = pingMessage
-        self.initialDelay = initialDelay
-        self.maxDelay = maxDelay
+        self.initialDelay = float(initialDelay)
+        self.maxDelay = float(maxDelay)  # type: ignore[assignment]
         self.factor = factor
         self.jitter = jitter
-        self.maxRetries = maxRetries
+        self.maxRetries = maxRetries  # type: ignore[assignment]
         self.minUptime = minUptime
         self.openTimeout = openTimeout
         self.closeTimeout = closeTimeout
         self.retryPolicy = retryPolicy
-        self.clock = reactor
+        self.clock: Any = reactor
         self.contextFactory: Any = None
         if self.isSecure:
             from twisted.internet.ssl import optionsForClientTLS
@@ -344,13 +346,13 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self.handler.stats.attempts += 1
         self._openTimedOut = None
         self._cancelOpenTimeout()
-        self._openTimeoutCall = self.reactor.callLater(self.openTimeout, self._openTimeout)
+        self._openTimeoutCall = self.clock.callLater(self.openTimeout, self._openTimeout)
         _log.debug("txheartbeat: connecting to {url}", url=self.safeURL)
 
-    def buildProtocol(self, addr: Any) -> Optional[HeartbeatClientProtocol]:
+    def buildProtocol(self, addr: Any) -> Optional[HeartbeatClientProtocol]:  # type: ignore[override]
         if self._protocol is not None or self.state != "connecting":
             return None
-        protocol = WebSocketClientFactory.buildProtocol(self, addr)
+        protocol: HeartbeatClientProtocol = WebSocketClientFactory.buildProtocol(self, addr)  # type: ignore[assignment]
         self._protocol = protocol
         return protocol
 
@@ -389,7 +391,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self.retries += 1
         if self.maxRetries is not None and self.retries > self.maxRetries:
             attempts = self.retries - 1
-            _log.warn("txheartbeat: giving up on {url} after {n} failed reconnect attempt(s)", url=self.safeURL, n=attempts)
+            _log.warn(
+                "txheartbeat: giving up on {url} after {n} failed reconnect attempt(s)", url=self.safeURL, n=attempts
+            )
             self.continueTrying = 0
             self.state = "gaveup"
             self.handler._fire("onGiveUp")
@@ -399,7 +403,12 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self.delay = delay
         self.state = "waiting"
         self.handler.stats.reconnects += 1
-        _log.info("txheartbeat: reconnecting to {url} in {delay:.3f} s (attempt {attempt})", url=self.safeURL, delay=delay, attempt=self.retries)
+        _log.info(
+            "txheartbeat: reconnecting to {url} in {delay:.3f} s (attempt {attempt})",
+            url=self.safeURL,
+            delay=delay,
+            attempt=self.retries,
+        )
         self._callID = self.clock.callLater(delay, self._reconnect, connector)
         self.handler._fire("onReconnect", self.retries, delay)
 
@@ -436,7 +445,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         handler.stats.messagesReceived += 1
         handler._fire("onMessage", payload, isBinary)
 
-    def _closed(self, protocol: HeartbeatClientProtocol, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+    def _closed(
+        self, protocol: HeartbeatClientProtocol, wasClean: bool, code: Optional[int], reason: Optional[str]
+    ) -> None:
         handler = self.handler
         if handler.protocol is protocol:
             handler.protocol = None

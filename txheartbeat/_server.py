@@ -30,7 +30,7 @@ def _encode(payload: Payload) -> tuple:
     return payload, True
 
 
-class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):
+class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type: ignore[misc]
     """
     A server connection that keeps itself honest.
 
@@ -129,7 +129,7 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         ``headers``, ``externalPort``) or protocol options.
     """
 
-    protocol = HeartbeatServerProtocol
+    protocol = HeartbeatServerProtocol  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -152,13 +152,19 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         for name, ours in _OWNED.items():
             if name in options:
                 raise ValueError(f"{name} is managed by txheartbeat on the injected clock; use {ours}= instead")
-        if heartbeatMessage is not None and not isinstance(heartbeatMessage, (str, bytes)) and not callable(heartbeatMessage):
+        if (
+            heartbeatMessage is not None
+            and not isinstance(heartbeatMessage, (str, bytes))
+            and not callable(heartbeatMessage)
+        ):
             raise ValueError(f"heartbeatMessage must be None, str, bytes or a predicate, got {heartbeatMessage!r}")
         if heartbeatReply is None or (not isinstance(heartbeatReply, (str, bytes)) and not callable(heartbeatReply)):
             raise ValueError(f"heartbeatReply must be str, bytes or a callable, got {heartbeatReply!r}")
         if not isinstance(leaveMessage, (str, bytes)):
             raise ValueError(f"leaveMessage must be str or bytes, got {leaveMessage!r}")
-        factoryArgs = {k: options.pop(k) for k in list(options) if k in ("protocols", "server", "headers", "externalPort")}
+        factoryArgs = {
+            k: options.pop(k) for k in list(options) if k in ("protocols", "server", "headers", "externalPort")
+        }
         WebSocketServerFactory.__init__(self, url, reactor=reactor, **factoryArgs)
         self._batched_timer = ExactTimer(self.reactor)
         try:

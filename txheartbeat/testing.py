@@ -19,18 +19,31 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost, ConnectionRefusedError
-from twisted.internet.error import NotConnectingError, UserError
+from twisted.internet.error import (
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    NotConnectingError,
+    UserError,
+)
 from twisted.internet.interfaces import IConnector
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._protocol import ExactTimer
 from ._handler import HeartbeatHandler
+from ._protocol import ExactTimer
 
-__all__ = ["advanceStepwise", "MemoryReactor", "MemoryLink", "RecordingHandler", "EchoServerProtocol", "echoServerFactory"]
+__all__ = [
+    "advanceStepwise",
+    "MemoryReactor",
+    "MemoryLink",
+    "RecordingHandler",
+    "EchoServerProtocol",
+    "echoServerFactory",
+]
 
 
 def advanceStepwise(clock: Clock, amount: float, after: Callable[[], object] = lambda: None) -> None:
@@ -111,7 +124,7 @@ class EchoServerProtocol(WebSocketServerProtocol):
 def echoServerFactory(protocol: type = EchoServerProtocol, **options: Any) -> WebSocketServerFactory:
     """An Autobahn server factory for :meth:`MemoryReactor.accept`; ``options`` go to ``setProtocolOptions``."""
     factory = WebSocketServerFactory("ws://127.0.0.1:9000")
-    factory.protocol = protocol
+    factory.protocol = protocol  # type: ignore[assignment]
     if options:
         factory.setProtocolOptions(**options)
     return factory
@@ -278,13 +291,17 @@ class MemoryReactor(MemoryReactorClock):
         self.pending: List[MemoryConnector] = []
         self.links: List[MemoryLink] = []
 
-    def connectTCP(self, host: str, port: int, factory: Any, timeout: Any = 30, bindAddress: Any = None) -> MemoryConnector:
+    def connectTCP(
+        self, host: str, port: int, factory: Any, timeout: Any = 30, bindAddress: Any = None
+    ) -> MemoryConnector:
         self.tcpClients.append((host, port, factory, timeout, bindAddress))
         connector = MemoryConnector(self, host, port, factory, secure=False)
         connector.connect()
         return connector
 
-    def connectSSL(self, host: str, port: int, factory: Any, contextFactory: Any, timeout: Any = 30, bindAddress: Any = None) -> MemoryConnector:
+    def connectSSL(
+        self, host: str, port: int, factory: Any, contextFactory: Any, timeout: Any = 30, bindAddress: Any = None
+    ) -> MemoryConnector:
         self.sslClients.append((host, port, factory, contextFactory, timeout, bindAddress))
         connector = MemoryConnector(self, host, port, factory, secure=True)
         connector.connect()
@@ -308,7 +325,9 @@ class MemoryReactor(MemoryReactorClock):
         connector.state = "connected"
         addr = connector.getDestination()
         client = connector.factory.buildProtocol(addr)
+        assert client is not None, "the client factory refused the connection"
         server = serverFactory.buildProtocol(addr)
+        assert server is not None
         link = MemoryLink(self, connector, client, server)
         self.links.append(link)
         server.makeConnection(link.serverTransport)
@@ -323,7 +342,7 @@ class MemoryReactor(MemoryReactorClock):
             raise AssertionError("no connection attempt is pending")
         self.pending[0].connectionFailed(Failure(reason or ConnectionRefusedError()))
 
-    def pump(self) -> None:
+    def flush(self) -> None:
         """Move bytes on every link until all are quiet."""
         moved = True
         while moved:
@@ -333,9 +352,9 @@ class MemoryReactor(MemoryReactorClock):
 
     def advance(self, amount: float) -> None:
         """Move time forward by ``amount`` seconds, firing timers in order and pumping after each."""
-        advanceStepwise(self, amount, self.pump)
+        advanceStepwise(self, amount, self.flush)
 
-    def run(self, until: Callable[[], bool], limit: float = 3600.0, step: float = 0.001) -> None:
+    def runUntil(self, until: Callable[[], bool], limit: float = 3600.0, step: float = 0.001) -> None:
         """Advance in small steps until ``until()`` is true (``AssertionError`` after ``limit`` seconds)."""
         end = self.seconds() + limit
         while not until():
