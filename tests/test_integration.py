@@ -50,6 +50,9 @@ class Waiter(HeartbeatHandler):
     def onGiveUp(self):
         self._event("onGiveUp")
 
+    def onHeartbeat(self, roundTrip):
+        self._event("onHeartbeat", roundTrip)
+
 
 def listen(factory: protocol.Factory, port: int = 0):
     return _reactor.listenTCP(port, factory, interface="127.0.0.1")
