@@ -1,11 +1,14 @@
 """Interop with a peer nobody here wrote: python-websockets, in a subprocess on loopback."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet import threads
@@ -90,3 +93,46 @@ async def test_websockets_client_against_server():
     finally:
         stop(peer)
         await port.stopListening()
+
+
+@pytest.fixture(scope="module")
+def heartbeatJs(tmp_path_factory):
+    """websocket-heartbeat-js 1.1.3 and ws, installed from the npm registry into a temporary folder."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.skip("node and npm are needed for the websocket-heartbeat-js interop test")
+    where = tmp_path_factory.mktemp("js")
+    subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(where), "websocket-heartbeat-js@1.1.3", "ws@8"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return where
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_heartbeat_js_stays_connected(heartbeatJs):
+    """An unmodified websocket-heartbeat-js client stays connected to the txheartbeat server across many heartbeats."""
+    from txheartbeat._cli import _EchoServer
+
+    factory = HeartbeatServerFactory(pingInterval=0.5, pongTimeout=0.5)
+    factory.protocol = _EchoServer
+    port = _reactor.listenTCP(0, factory, interface="127.0.0.1")
+    script = str(Path(__file__).parent / "peers" / "heartbeat_js_client.js")
+    try:
+        result = await threads.deferToThread(
+            subprocess.run,
+            ["node", script, f"ws://127.0.0.1:{port.getHost().port}/", "2500"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "NODE_PATH": str(heartbeatJs / "node_modules")},
+        )
+    finally:
+        await port.stopListening()
+    assert result.returncode == 0, result.stderr
+    counts = json.loads(result.stdout)
+    assert counts["opens"] == 1 and counts["reconnects"] == 0 and counts["closes"] == 0
+    assert counts["heartbeatReplies"] >= 5  # one per 200 ms idle, answered, never forwarded
+    assert counts["other"] == ["hello"]
