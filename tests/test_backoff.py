@@ -14,11 +14,13 @@ def test_exact_sequence_without_jitter():
 
 
 def test_jitter_extremes():
-    """Jitter spreads each delay over ±jitter of itself, using the injected random source."""
+    """Later delays spread over ±jitter of themselves; the first retry over [0, initialDelay]."""
     low = exponentialBackoff(jitter=0.1, random=lambda: 0.0)
     high = exponentialBackoff(jitter=0.1, random=lambda: 0.999999)
-    assert low(1) == pytest.approx(0.9)
-    assert high(1) == pytest.approx(1.1, abs=1e-5)
+    assert low(1) == 0.0
+    assert high(1) == pytest.approx(1.0, abs=1e-5)
+    assert low(2) == pytest.approx(1.8)
+    assert high(2) == pytest.approx(2.2, abs=1e-5)
     assert low(3) == pytest.approx(3.6)
 
 
@@ -40,10 +42,15 @@ def test_huge_attempt_numbers_do_not_overflow():
     jitter=st.floats(min_value=0.0, max_value=0.99),
 )
 def test_bounds_property(attempt, r, jitter):
-    """Every delay lies in [(1 - jitter) * initialDelay, maxDelay]."""
+    """Every delay lies within its jitter band and never above maxDelay."""
     policy = exponentialBackoff(initialDelay=0.5, maxDelay=20.0, factor=1.7, jitter=jitter, random=lambda: r)
     delay = policy(attempt)
-    assert (1 - jitter) * 0.5 - 1e-12 <= delay <= 20.0
+    assert 0 <= delay <= 20.0
+    if attempt == 1:
+        assert delay <= 0.5
+    else:
+        base = 20.0 if attempt > 60 else min(20.0, 0.5 * 1.7 ** (attempt - 1))
+        assert delay >= (1 - jitter) * base - 1e-9
 
 
 @pytest.mark.parametrize(

@@ -24,11 +24,17 @@ def exponentialBackoff(
     Return a policy ``attempt -> seconds`` for attempts numbered from 1.
 
     The base delay is ``initialDelay * factor ** (attempt - 1)``, capped at
-    ``maxDelay``; it is then spread uniformly over ``±jitter`` of itself and
-    capped at ``maxDelay`` again, so the result is never above ``maxDelay``
-    and never below ``(1 - jitter) * initialDelay``.
+    ``maxDelay``.  With ``jitter > 0``:
 
-    :param jitter: fraction in ``[0, 1)``; ``0`` gives the exact sequence.
+    * the first retry is spread uniformly over ``[0, initialDelay]``: it is
+      the one that every client of a crashed server takes at the same
+      instant, so it gets the widest spread (python-websockets does the same);
+    * later retries are spread uniformly over ``±jitter`` of their base delay.
+
+    No delay is ever above ``maxDelay``.  ``jitter=0`` gives the exact
+    sequence ``initialDelay, initialDelay * factor, …``.
+
+    :param jitter: fraction in ``[0, 1)``.
     :param random: a callable returning floats in ``[0, 1)``, for tests.
     """
     checkInterval("initialDelay", initialDelay, allowNone=False)
@@ -47,7 +53,10 @@ def exponentialBackoff(
             base = min(maxDelay, initialDelay * factor ** (attempt - 1))
         except OverflowError:
             base = maxDelay
-        spread = 1.0 + jitter * (2.0 * random() - 1.0)
-        return min(maxDelay, base * spread)
+        if not jitter:
+            return base
+        if attempt == 1:
+            return base * random()
+        return min(maxDelay, base * (1.0 + jitter * (2.0 * random() - 1.0)))
 
     return policy

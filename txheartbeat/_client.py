@@ -71,7 +71,13 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         factory._opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory._message(payload, isBinary)
+        # Hot path: the hook call of HeartbeatHandler._fire, inlined.
+        handler = self.factory.handler
+        handler.stats.messagesReceived += 1
+        try:
+            handler.onMessage(payload, isBinary)
+        except Exception:
+            _log.failure("txheartbeat: {hook} of {handler} raised", hook="onMessage", handler=type(handler).__name__)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()
@@ -106,11 +112,13 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     # Used by the handler -------------------------------------------------------
 
     def sendPayload(self, data: Message) -> None:
-        """Send ``str`` as a text message, ``bytes`` as a binary one."""
+        """Send ``str`` as a text message, ``bytes`` as a binary one (``TypeError`` otherwise)."""
         if isinstance(data, str):
-            self.sendMessage(data.encode("utf-8"), isBinary=False)
+            self.sendMessage(data.encode("utf-8"), False)
+        elif isinstance(data, bytes):
+            self.sendMessage(data, True)
         else:
-            self.sendMessage(data, isBinary=True)
+            raise TypeError(f"send() takes str (text) or bytes (binary), not {type(data).__name__}")
         self.factory.handler.stats.messagesSent += 1
 
 
@@ -439,11 +447,6 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         waiters, self._openWaiters = self._openWaiters, []
         for d in waiters:
             d.callback(handler)
-
-    def _message(self, payload: bytes, isBinary: bool) -> None:
-        handler = self.handler
-        handler.stats.messagesReceived += 1
-        handler._fire("onMessage", payload, isBinary)
 
     def _closed(
         self, protocol: HeartbeatClientProtocol, wasClean: bool, code: Optional[int], reason: Optional[str]

@@ -55,6 +55,18 @@ class Heartbeat:
         first traffic after it (the round-trip time for peers that answer).
     """
 
+    __slots__ = (
+        "_clock",
+        "_interval",
+        "_timeout",
+        "_sendPing",
+        "_onDead",
+        "_onAnswer",
+        "_call",
+        "_pingSentAt",
+        "lastTraffic",
+    )
+
     def __init__(
         self,
         clock: IReactorTime,

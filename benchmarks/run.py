@@ -1,0 +1,333 @@
+"""
+Benchmarks: txheartbeat against its peers, measured side by side in one run.
+
+    python benchmarks/run.py            # full: 10,000 idle connections, 5 runs each
+    python benchmarks/run.py --quick    # under two minutes: smaller counts, 3 runs
+
+Prints a table and writes BENCHMARKS.md (machine, versions, medians, ratios).
+Every peer runs on 127.0.0.1 in its own process; nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORKERS = str(HERE / "workers.py")
+ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def worker(*args: Any, timeout: float = 300) -> Dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, WORKERS, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"worker {args[0]} failed: {out.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+class Server:
+    """The benchmark echo server in its own process."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, WORKERS, "server", str(port)], stdout=subprocess.PIPE, text=True, env=ENV
+        )
+        assert self.proc.stdout is not None
+        self.port = json.loads(self.proc.stdout.readline())["port"]
+        self.url = f"ws://127.0.0.1:{self.port}/"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def med(values: List[float]) -> float:
+    return statistics.median(values)
+
+
+def detection(runs: int, withJs: bool) -> Dict[str, List[float]]:
+    server = Server()
+    results: Dict[str, List[float]] = {"txheartbeat": [], "Autobahn autoPing": [], "python-websockets": []}
+    modes = {
+        "txheartbeat": "detectTxheartbeat",
+        "Autobahn autoPing": "detectAutobahn",
+        "python-websockets": "detectWebsockets",
+    }
+    falsePositives = {name: 0 for name in modes}
+    try:
+        for _ in range(runs):
+            for name, mode in modes.items():
+                for _try in range(10):
+                    got = worker(mode, server.url, 0.5, 0.5, timeout=120)
+                    if got["detection"] is not None:
+                        results[name].append(got["detection"])
+                        break
+                    falsePositives[name] += 1
+        detection.falsePositives = falsePositives  # type: ignore[attr-defined]
+        if withJs:
+            js = jsDetection(server.url)
+            if js is not None:
+                results["websocket-heartbeat-js"] = [js]
+    finally:
+        server.kill()
+    return results
+
+
+JS_CLIENT = r"""
+global.WebSocket = require("ws");
+const mod = require("websocket-heartbeat-js");
+const W = mod.default || mod;
+let last = null;
+const c = new W({ url: process.argv[2], pingTimeout: 500, pongTimeout: 500 });
+c.onopen = () => setTimeout(() => c.send("stall"), 300);
+c.onmessage = (e) => { if (e.data === "stalling") last = process.hrtime.bigint(); };
+c.onclose = () => {
+  console.log(JSON.stringify({ detection: Number(process.hrtime.bigint() - last) / 1e9 }));
+  process.exit(0);
+};
+"""
+
+
+def jsDetection(url: str) -> Optional[float]:
+    """websocket-heartbeat-js 1.1.3 in node, if node and npm are here (about 30 s: it waits for a close handshake)."""
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if not npm or not node:
+        return None
+    with tempfile.TemporaryDirectory() as where:
+        subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--prefix", where, "websocket-heartbeat-js@1.1.3", "ws@8"],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        script = Path(where) / "client.js"
+        script.write_text(JS_CLIENT)
+        out = subprocess.run(
+            [node, str(script), url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "NODE_PATH": str(Path(where) / "node_modules")},
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])["detection"]
+
+
+def hotPath(runs: int, seconds: float) -> Dict[str, List[Dict[str, float]]]:
+    server = Server()
+    results: Dict[str, List[Dict[str, float]]] = {"txheartbeat": [], "plain Autobahn": []}
+    try:
+        for _ in range(runs):
+            # Alternate so that drift in machine load hits both alike.
+            results["txheartbeat"].append(worker("echoRate", "txheartbeat", server.url, seconds))
+            results["plain Autobahn"].append(worker("echoRate", "autobahn", server.url, seconds))
+    finally:
+        server.kill()
+    return results
+
+
+def idleScale(runs: int, count: int, idleSeconds: float) -> Dict[str, List[Dict[str, float]]]:
+    results: Dict[str, List[Dict[str, float]]] = {
+        "txheartbeat": [],
+        "Autobahn autoPing + ReconnectingClientFactory": [],
+    }
+    for _ in range(runs):
+        for name, kind in (
+            ("txheartbeat", "txheartbeat"),
+            ("Autobahn autoPing + ReconnectingClientFactory", "autobahn"),
+        ):
+            server = Server()
+            try:
+                results[name].append(worker("idle", kind, server.url, count, 5.0, idleSeconds, timeout=900))
+            finally:
+                server.kill()
+    return results
+
+
+def storm(count: int, maxDelay: float, downFor: float) -> Dict[str, Any]:
+    """Kill the server under ``count`` open clients, restart it ``downFor`` s later, time the recovery."""
+    server = Server()
+    proc = subprocess.Popen(
+        [sys.executable, WORKERS, "storm", server.url, str(count), str(maxDelay)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert proc.stdout is not None
+    try:
+        assert json.loads(proc.stdout.readline())["ready"]
+        port = server.port
+        server.kill()
+        time.sleep(downFor)
+        server = Server(port)
+        restarted = time.monotonic()  # the new server is listening
+        result = json.loads(proc.stdout.readline())
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        server.kill()
+    lost = result["lost"]
+    times = [t - lost for t in result["attempts"]]
+    span = max(result["allBack"] - lost, 0.1)
+    windows: Dict[int, int] = {}
+    for t in times:
+        windows[int(t / 0.1)] = windows.get(int(t / 0.1), 0) + 1
+    return {
+        "clients": count,
+        "down": restarted - lost,
+        "maxDelay": maxDelay,
+        "allBackAfterLoss": span,
+        "allBackAfterRestart": result["allBack"] - restarted,
+        "attempts": len(times),
+        "peakWindow": max(windows.values()),
+        "meanWindow": len(times) / (span / 0.1),
+    }
+
+
+def versions() -> Dict[str, str]:
+    from importlib.metadata import version
+
+    out = {"python": platform.python_version()}
+    for name in ("twisted", "autobahn", "txaio", "websockets", "txheartbeat"):
+        try:
+            out[name] = version(name)
+        except Exception:
+            out[name] = "?"
+    return out
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts and fewer runs (under two minutes)")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    args = parser.parse_args()
+    quick = args.quick
+    runs = 3 if quick else 5
+    lines: List[str] = []
+
+    def show(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    show(f"# Benchmarks{' (--quick)' if quick else ''}")
+    show()
+    show(f"Machine: {machine()}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".")
+    show(
+        f"Medians of {runs} runs unless said; every peer measured in this same run, each in its own process, on 127.0.0.1."
+    )
+    show()
+
+    show("## 1. Dead-peer detection (ping 0.5 s, pong 0.5 s; bound 1.000 s)")
+    show()
+    show(
+        "Seconds from the last inbound byte to the client reporting the peer dead; the peer stops reading and answering, TCP stays open."
+    )
+    show()
+    det = detection(runs, withJs=not quick)
+    show("| client | median | min | max | vs bound 1.000 s |")
+    show("|---|---|---|---|---|")
+    for name, values in det.items():
+        note = "early" if min(values) < 1.0 else ("within +20 ms" if max(values) <= 1.02 else "late")
+        show(f"| {name} | {med(values):.3f} | {min(values):.3f} | {max(values):.3f} | {note} |")
+    show()
+    fp = {k: v for k, v in getattr(detection, "falsePositives", {}).items() if v}
+    if fp:
+        show(
+            "Runs discarded because the client declared the peer dead while it was still answering: "
+            + ", ".join(f"{k} {v}" for k, v in fp.items())
+            + "."
+        )
+        show()
+
+    show("## 2. Hot-path overhead (64-byte echo round trips per second, one connection)")
+    show()
+    hot = hotPath(runs, 2.0 if quick else 5.0)
+    rate = {k: med([v["rate"] for v in vs]) for k, vs in hot.items()}
+    cpu = {k: med([v["cpuMicroseconds"] for v in vs]) for k, vs in hot.items()}
+    show("| client | median round trips/s | runs | client CPU µs per round trip |")
+    show("|---|---|---|---|")
+    for name, values in hot.items():
+        runsText = ", ".join(f"{v['rate']:,.0f}" for v in values)
+        show(f"| {name} | {rate[name]:,.0f} | {runsText} | {cpu[name]:.1f} |")
+    show()
+    show(
+        f"Ratio txheartbeat / plain Autobahn: **{rate['txheartbeat'] / rate['plain Autobahn']:.3f}** "
+        f"in round trips (target ≥ 0.97); client CPU per round trip "
+        f"{cpu['txheartbeat'] / cpu['plain Autobahn']:.3f}×."
+    )
+    show()
+
+    count = 1000 if quick else 10000
+    idleSeconds = 10.0 if quick else 60.0
+    show(f"## 3. Idle scale ({count:,} heartbeated connections, pingInterval 5 s, {idleSeconds:g} s idle window)")
+    show()
+    scale = idleScale(1 if quick else 3, count, idleSeconds)
+    show("| client | RSS per connection | CPU s per minute idle | CPU µs per heartbeat |")
+    show("|---|---|---|---|")
+    summary = {}
+    for name, values in scale.items():
+        rss = med([v["rssPerConnection"] for v in values])
+        cpu = med([v["cpuPerMinute"] for v in values])
+        per = med([v["microsecondsPerHeartbeat"] for v in values])
+        summary[name] = (rss, cpu)
+        show(f"| {name} | {rss / 1024:.1f} KiB | {cpu:.2f} | {per:.0f} |")
+    names = list(summary)
+    show()
+    show(
+        f"Ratios txheartbeat / Autobahn: memory {summary[names[0]][0] / summary[names[1]][0]:.2f}, "
+        f"CPU {summary[names[0]][1] / summary[names[1]][1]:.2f} (target ≤ 1 on both)."
+    )
+    show()
+
+    n = 200 if quick else 1000
+    show(f"## 4. Reconnect storm ({n:,} clients, server killed and restarted)")
+    show()
+    st = storm(n, 5.0, 0.5)
+    show(
+        f"The server is killed, then restarted at once (down {st['down']:.2f} s from the clients' loss to the new "
+        f"server listening); maxDelay {st['maxDelay']:g} s, other options default."
+    )
+    show()
+    show(
+        "| all reopened, after the loss | after the restart | attempts | peak attempts in 100 ms | mean per 100 ms | peak / mean |"
+    )
+    show("|---|---|---|---|---|---|")
+    show(
+        f"| {st['allBackAfterLoss']:.2f} s | {st['allBackAfterRestart']:.2f} s (target ≤ maxDelay + 1 s) | "
+        f"{st['attempts']} | {st['peakWindow']} | {st['meanWindow']:.1f} | "
+        f"{st['peakWindow'] / st['meanWindow']:.2f} (target ≤ 3) |"
+    )
+    show()
+    Path(args.output).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
