@@ -14,11 +14,6 @@ import sys
 import time
 from typing import Any, Dict, List
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
-from twisted.internet.protocol import ReconnectingClientFactory
-from twisted.internet.task import deferLater
-
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
@@ -26,6 +21,11 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
     connectWS,
 )
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.protocol import ReconnectingClientFactory
+from twisted.internet.task import deferLater
+
 from txheartbeat import HeartbeatClientFactory, HeartbeatHandler, HeartbeatTimeout
 
 
