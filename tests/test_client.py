@@ -320,6 +320,21 @@ def test_close_when_open_is_clean_and_final(reactor, handler, make):
     quiet(reactor)
 
 
+@pytest.mark.parametrize("code, reason", [(1001, None), (2999, None), (5000, None), (1000, "x" * 124)])
+def test_close_rejects_bad_code_or_reason_before_acting(reactor, handler, make, code, reason):
+    """close() with a code or reason RFC 6455 forbids raises ValueError and leaves the client running."""
+    make()
+    link = reactor.accept()
+    with pytest.raises(ValueError):
+        handler.close(code, reason)
+    assert handler.isOpen
+    handler.close(4000, "custom")
+    reactor.advance(0)
+    assert (link.server.remoteCloseCode, link.server.remoteCloseReason) == (4000, "custom")
+    assert handler.events[-1][2] is True
+    quiet(reactor)
+
+
 def test_close_aborts_when_peer_ignores_close(reactor, handler, make):
     """If the peer never answers the close handshake the TCP is aborted after closeTimeout."""
     make(closeTimeout=2)

@@ -316,6 +316,10 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
     def close(self, code: int = 1000, reason: Optional[str] = None) -> None:
         """Close for good (see :meth:`HeartbeatHandler.close`, which also returns the queue)."""
+        if code != 1000 and not (isinstance(code, int) and 3000 <= code <= 4999):
+            raise ValueError(f"close code must be 1000 or in 3000-4999 (RFC 6455 application codes), got {code!r}")
+        if reason is not None and len(reason.encode("utf-8")) > 123:
+            raise ValueError("close reason must encode to at most 123 bytes of UTF-8")
         if self.state in ("closed", "gaveup", "closing"):
             return
         self.continueTrying = 0
