@@ -32,7 +32,11 @@ class Silent(Server):
 
 def clientCalls(reactor):
     """Pending delayed calls, less the in-memory Autobahn server's own (its close timer can outlive it)."""
-    return [c for c in reactor.getDelayedCalls() if not isinstance(getattr(c.func, "__self__", None), WebSocketServerProtocol)]
+    return [
+        c
+        for c in reactor.getDelayedCalls()
+        if not isinstance(getattr(c.func, "__self__", None), WebSocketServerProtocol)
+    ]
 
 
 def checkHookOrder(names: List[str]) -> None:

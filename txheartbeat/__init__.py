@@ -8,7 +8,17 @@ persistent handler whose hooks outlive every connection.
 
 from ._backoff import exponentialBackoff
 from ._client import HeartbeatClientFactory, HeartbeatClientProtocol, connect
-from ._errors import GaveUp, HandshakeError, HeartbeatError, HeartbeatTimeout, NotConnected, OpenTimeout, SendQueueFull
+from ._errors import (
+    GaveUp,
+    HandshakeError,
+    HeartbeatError,
+    HeartbeatTimeout,
+    NotConnected,
+    OpenTimeout,
+    ProtocolError,
+    SendQueueFull,
+    TLSRequired,
+)
 from ._handler import HeartbeatHandler, HeartbeatStats
 from ._heartbeat import Heartbeat
 from ._server import HeartbeatServerFactory, HeartbeatServerProtocol
@@ -29,7 +39,9 @@ __all__ = [
     "HeartbeatTimeout",
     "NotConnected",
     "OpenTimeout",
+    "ProtocolError",
     "SendQueueFull",
+    "TLSRequired",
     "connect",
     "exponentialBackoff",
 ]

@@ -13,13 +13,14 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.util import parse_url
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, UserError
+from twisted.internet.protocol import connectionDone
 from twisted.internet.interfaces import IConnector, IDelayedCall, ISSLTransport
 from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._backoff import RetryPolicy, exponentialBackoff
-from ._errors import GaveUp, HandshakeError, NotConnected, OpenTimeout
+from ._errors import GaveUp, HandshakeError, NotConnected, OpenTimeout, TLSRequired
 from ._handler import HeartbeatHandler, Message
 from ._heartbeat import checkInterval
 from ._protocol import ExactTimer, HeartbeatMixin, PingMessage, redactURL
@@ -57,10 +58,25 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         factory = self.factory
         self.clock = factory.reactor
         self.closeTimeout = factory.closeTimeout
-        # reactor.connectTCP() with a wss:// factory: start verified TLS here.
         if factory.isSecure and not ISSLTransport.providedBy(self.transport):
-            self.transport.startTLS(factory.contextFactory)
+            # reactor.connectTCP() with a wss:// factory: never send the
+            # handshake in plain text.
+            self.failure = Failure(
+                TLSRequired(
+                    "wss:// needs TLS: use txheartbeat.connect(), or "
+                    "reactor.connectSSL(host, port, factory, factory.contextFactory)"
+                )
+            )
+            self.transport.abortConnection()
+            return
         super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # Under TLS the connector only sees the TCP-level reason; keep the real one.
+        self.lostReason = reason
+        if self.failure is not None and self.failure.check(TLSRequired):
+            return  # Autobahn never started on this connection
+        super().connectionLost(reason)
 
     # Autobahn hooks ----------------------------------------------------------
 
@@ -387,8 +403,12 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._cancelOpenTimeout()
         if protocol is not None and not protocol.opened:
             if self.state != "closing":
-                failure = protocol.failure or self._openTimedOut or self._handshakeFailure(reason)
+                lost = getattr(protocol, "lostReason", None) or reason
+                failure = protocol.failure or self._openTimedOut or self._handshakeFailure(lost)
                 self.handler._fire("onError", failure)
+                if failure.check(TLSRequired):
+                    self._giveUp(failure.value)
+                    return
         if self.state == "closing":
             self._finish("closed")
             return
@@ -406,10 +426,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             _log.warn(
                 "txheartbeat: giving up on {url} after {n} failed reconnect attempt(s)", url=self.safeURL, n=attempts
             )
-            self.continueTrying = 0
-            self.state = "gaveup"
-            self.handler._fire("onGiveUp")
-            self._finish("gaveup", GaveUp(attempts))
+            self._giveUp(GaveUp(attempts))
             return
         delay = float(self.retryPolicy(self.retries))
         self.delay = delay
@@ -495,6 +512,12 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         if reason.check(ConnectionDone):
             return Failure(HandshakeError("the server closed the connection during the opening handshake"))
         return reason
+
+    def _giveUp(self, error: Exception) -> None:
+        self.continueTrying = 0
+        self.state = "gaveup"
+        self.handler._fire("onGiveUp")
+        self._finish("gaveup", error)
 
     def _finish(self, state: str, error: Optional[Exception] = None) -> None:
         self.state = state

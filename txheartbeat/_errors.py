@@ -42,6 +42,26 @@ class HandshakeError(HeartbeatError):
         self.status = status
 
 
+class ProtocolError(HeartbeatError):
+    """
+    The connection was failed for a protocol violation or a limit: e.g.
+    ``code`` 1009 for a message above ``maxMessagePayloadSize``, 1007 for
+    invalid UTF-8 in a text message, 1002 for a malformed frame.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{reason} (close code {code})")
+        self.code = code
+        self.reason = reason
+
+
+class TLSRequired(HeartbeatError, ValueError):
+    """
+    A ``wss://`` factory was connected without TLS (e.g. with
+    ``reactor.connectTCP``): nothing was sent, and nothing is retried.
+    """
+
+
 class NotConnected(HeartbeatError):
     """``send()`` was called with nothing to carry the message."""
 

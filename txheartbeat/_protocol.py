@@ -101,6 +101,14 @@ class HeartbeatMixin:
         self.startClosingTimer()
         return result
 
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        # Autobahn's one exit for protocol violations and limits: keep the why.
+        from ._errors import ProtocolError
+
+        if self.failure is None and self.state != WebSocketProtocol.STATE_CLOSED:
+            self.failure = Failure(ProtocolError(code, reason))
+        super()._fail_connection(code, reason)  # type: ignore[misc]
+
     def closeGracefully(self, code: int = 1000, reason: Optional[str] = None) -> None:
         """Start a close handshake, aborting if it does not end within ``closeTimeout``."""
         if self.heartbeat is not None:
