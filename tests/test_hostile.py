@@ -4,7 +4,6 @@ import datetime
 
 import pytest
 import pytest_twisted
-from autobahn.twisted.websocket import WebSocketServerProtocol
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import protocol

@@ -7,12 +7,12 @@ and checks the library's invariants after every step.
 import random
 from typing import List
 
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from autobahn.twisted.websocket import WebSocketServerProtocol
 
-from txheartbeat import HeartbeatClientFactory, exponentialBackoff, HeartbeatTimeout, NotConnected, SendQueueFull
+from txheartbeat import HeartbeatClientFactory, HeartbeatTimeout, NotConnected, SendQueueFull, exponentialBackoff
 from txheartbeat.testing import MemoryReactor, RecordingHandler, echoServerFactory
 
 PING, PONG = 1.0, 1.0

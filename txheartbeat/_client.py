@@ -13,9 +13,8 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.util import parse_url
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, UserError
-from twisted.internet.protocol import connectionDone
 from twisted.internet.interfaces import IConnector, IDelayedCall, ISSLTransport
-from twisted.internet.protocol import ReconnectingClientFactory
+from twisted.internet.protocol import ReconnectingClientFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -407,7 +406,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
                 failure = protocol.failure or self._openTimedOut or self._handshakeFailure(lost)
                 self.handler._fire("onError", failure)
                 if failure.check(TLSRequired):
-                    self._giveUp(failure.value)
+                    self._giveUp(failure.value)  # type: ignore[arg-type]
                     return
         if self.state == "closing":
             self._finish("closed")
