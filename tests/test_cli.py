@@ -159,3 +159,17 @@ def test_examples_run():
         env=ENV,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_unit_tests_run_under_trial(tmp_path):
+    """The clock-driven unit tests also pass under Twisted's trial."""
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted.trial", "--temp-directory", str(tmp_path / "trial"), "tests.trial_unit"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "PASSED" in result.stdout

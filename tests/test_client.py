@@ -195,7 +195,7 @@ def test_backoff_sequence_on_refused(reactor, handler, make):
 def test_jittered_delays_within_bounds(reactor, handler):
     """With jitter each delay lies within ±jitter of the exponential value and never above maxDelay."""
     factory = HeartbeatClientFactory(URL, handler, reactor=reactor, jitter=0.5, initialDelay=1, maxDelay=5)
-    factory.connect()
+    factory.connect().addErrback(lambda f: f.trap(NotConnected))
     for _ in range(8):
         reactor.refuse(DNSLookupError("nowhere"))
         reactor.advance(10)
@@ -352,7 +352,7 @@ def test_close_aborts_when_peer_ignores_close(reactor, handler, make):
 def test_close_while_waiting_cancels_retry(reactor, handler, make):
     """close() during the retry delay cancels the reconnect (the seed's bug)."""
     results = []
-    make().whenOpen()
+    make()
     d = handler.factory.whenOpen()
     d.addErrback(results.append)
     reactor.refuse()
@@ -593,7 +593,7 @@ def test_wss_verifies_certificates_by_default(reactor, handler):
     """wss:// connects through connectSSL with verifying options for the URL's host."""
     from twisted.internet._sslverify import ClientTLSOptions
 
-    connect("wss://example.test/", handler, reactor=reactor)
+    connect("wss://example.test/", handler, reactor=reactor).addErrback(lambda f: f.trap(NotConnected))
     host, port, _, ctx, _, _ = reactor.sslClients[0]
     assert (host, port) == ("example.test", 443)
     assert isinstance(ctx, ClientTLSOptions)

@@ -8,7 +8,6 @@ from typing import Any, List
 import pytest
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketServerProtocol
-from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 from twisted.internet.task import deferLater
 
