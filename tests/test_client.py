@@ -304,6 +304,21 @@ def test_second_connect_refused(reactor, handler, make):
     finish(reactor, handler)
 
 
+def test_second_connect_refused_while_waiting(reactor, handler, make):
+    """A second connect while a retry is pending is stopped, so the retry cannot make a second connection."""
+    factory = make()
+    reactor.refuse()
+    from autobahn.twisted.websocket import connectWS
+
+    connectWS(factory)
+    assert reactor.pending == [] and factory.state == "waiting"
+    reactor.advance(1)
+    assert len(reactor.pending) == 1
+    reactor.accept()
+    assert len(reactor.links) == 1
+    finish(reactor, handler)
+
+
 # close() ---------------------------------------------------------------------
 
 

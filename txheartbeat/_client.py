@@ -364,7 +364,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         if self.finished or self.state == "closing":
             connector.stopConnecting()
             return
-        if self.state in ("connecting", "open") and connector is not self.connector:
+        if self.state in ("connecting", "open", "disconnected", "waiting") and connector is not self.connector:
             _log.error("txheartbeat: a second connect on one factory was refused (one factory runs one connection)")
             connector.stopConnecting()
             return
