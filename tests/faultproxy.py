@@ -159,5 +159,5 @@ class FaultProxy(protocol.Factory):
         at = max(_reactor.seconds() + self.delay, target.nextAt)
         for i in range(0, len(data), size):
             target.nextAt = at
-            _reactor.callLater(at - _reactor.seconds(), target.deliver, data[i : i + size])
+            _reactor.callLater(max(0.0, at - _reactor.seconds()), target.deliver, data[i : i + size])
             at += every

@@ -222,6 +222,29 @@ async def test_handshake_delayed_within_open_timeout():
     await s.finish()
 
 
+@pytest_twisted.ensureDeferred
+async def test_handshake_cut_mid_response():
+    """An upgrade answer cut in the middle is a failed attempt (reported, retried), never an open."""
+    s = Scenario()
+    s.proxy.cutNextServerFrame = True
+    d = s.factory.connect()
+    await s.handler.next("onError")
+    assert "onOpen" not in s.handler.names()
+    await d  # the retry goes through the healed proxy
+    await s.finish()
+
+
+@pytest_twisted.ensureDeferred
+async def test_handshake_trickled():
+    """An upgrade answer trickled in small pieces still opens within openTimeout."""
+    s = Scenario()
+    s.proxy.trickle = (16, 0.01)
+    await s.factory.connect()
+    assert s.handler.names()[0] == "onOpen"
+    s.proxy.heal()
+    await s.finish()
+
+
 # Connecting and waiting to retry ----------------------------------------------------
 
 
