@@ -114,26 +114,50 @@ def heartbeatJs(tmp_path_factory):
     return where
 
 
-@pytest_twisted.ensureDeferred
-async def test_websocket_heartbeat_js_stays_connected(heartbeatJs):
-    """An unmodified websocket-heartbeat-js client stays connected to the txheartbeat server across many heartbeats."""
-    from txheartbeat._cli import _EchoServer
+def test_websocket_heartbeat_js_stays_connected_to_serve(heartbeatJs):
+    """`txheartbeat serve` keeps an unmodified websocket-heartbeat-js client connected across many heartbeats."""
+    import socket
 
-    factory = HeartbeatServerFactory(pingInterval=0.5, pongTimeout=0.5)
-    factory.protocol = _EchoServer
-    port = _reactor.listenTCP(0, factory, interface="127.0.0.1")
-    script = str(Path(__file__).parent / "peers" / "heartbeat_js_client.js")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        number = sock.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "txheartbeat",
+            "serve",
+            "--port",
+            str(number),
+            "--ping-interval",
+            "0.5",
+            "--pong-timeout",
+            "0.5",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
-        result = await threads.deferToThread(
-            subprocess.run,
-            ["node", script, f"ws://127.0.0.1:{port.getHost().port}/", "2500"],
+        assert "serving" in server.stderr.readline()
+        result = subprocess.run(
+            [
+                "node",
+                str(Path(__file__).parent / "peers" / "heartbeat_js_client.js"),
+                f"ws://127.0.0.1:{number}/",
+                "2500",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
             env={**os.environ, "NODE_PATH": str(heartbeatJs / "node_modules")},
         )
     finally:
-        await port.stopListening()
+        server.terminate()
+        server.wait(10)
+        server.stderr.close()
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stdout)
     assert counts["opens"] == 1 and counts["reconnects"] == 0 and counts["closes"] == 0
