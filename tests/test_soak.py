@@ -102,6 +102,10 @@ async def test_flapping_server_soak():
     half = len(samples) // 2
     firstMem = max(m for m, _ in samples[1:half])
     lastMem = max(m for m, _ in samples[half:])
+    print(
+        f"\nsoak: {SECONDS:g} s, {len(samples)} flaps, {opens} opens; RSS max first half {firstMem / 2**20:.1f} MiB, "
+        f"second half {lastMem / 2**20:.1f} MiB; delayed calls max {max(c for _, c in samples)}"
+    )
     assert lastMem < firstMem * 1.10 + 2 * 1024 * 1024, (firstMem, lastMem)
     assert max(c for _, c in samples) <= CLIENTS * 3 + 10  # about one or two timers per client, never growing
     assert failures == [], failures[:3]
