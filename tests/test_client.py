@@ -364,6 +364,21 @@ def test_close_aborts_when_peer_ignores_close(reactor, handler, make):
     quiet(reactor)
 
 
+def test_peer_close_without_tcp_drop_is_bounded(reactor, handler, make):
+    """When the server starts a close and then never drops TCP, the client aborts after closeTimeout and reconnects."""
+    make(closeTimeout=2)
+    link = reactor.accept(echoServerFactory(closeHandshakeTimeout=0))
+    link.blackhole(toServer=True, toClient=False)  # our close reply never arrives, so the server never drops TCP
+    link.server.sendClose(1000, "bye")
+    reactor.advance(1.75)
+    assert "onClose" not in handler.names()
+    reactor.advance(0.25)
+    assert link.clientTransport.closeRequest is True
+    assert handler.events[-2][:2] == (2.0, "onClose")
+    assert handler.names()[-1] == "onReconnect"
+    finish(reactor, handler)
+
+
 def test_close_while_waiting_cancels_retry(reactor, handler, make):
     """close() during the retry delay cancels the reconnect (the seed's bug)."""
     results = []
