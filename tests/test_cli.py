@@ -173,3 +173,11 @@ def test_unit_tests_run_under_trial(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "PASSED" in result.stdout
+
+
+def test_readme_testing_example_runs():
+    """The README's txheartbeat.testing example runs as written."""
+    text = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    (example,) = [b for b in blocks if "MemoryReactor()" in b]
+    exec(compile(example, "README.md", "exec"), {})
