@@ -12,7 +12,7 @@ setup(
     license="MIT",
     packages=find_packages(include=["txheartbeat", "txheartbeat.*"]),
     package_data={"txheartbeat": ["py.typed"]},
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=[
         "twisted[tls]>=22.10",
         "autobahn>=22.4",

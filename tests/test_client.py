@@ -202,7 +202,7 @@ def test_jittered_delays_within_bounds(reactor, handler):
     delays = [e[3] for e in handler.events if e[1] == "onReconnect"]
     assert 0 <= delays[0] <= 1  # the first retry is spread over [0, initialDelay]
     bases = [2, 4, 5, 5, 5, 5, 5]
-    assert all(0.5 * b <= d <= min(5, 1.5 * b) for d, b in zip(delays[1:], bases))
+    assert all(0.5 * b <= d <= min(5, 1.5 * b) for d, b in zip(delays[1:], bases, strict=True))
     assert isinstance(handler.events[0][2], DNSLookupError)
     finish(reactor, handler)
 

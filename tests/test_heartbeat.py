@@ -172,5 +172,5 @@ def test_detection_bound_property(interval, timeout, gaps):
         advanceStepwise(clock, interval + timeout + 1)
     assert len(rec.deaths) == 1
     assert abs(rec.deaths[0] - (last + interval + timeout)) < 1e-6
-    assert all(p >= q - 1e-9 for p, q in zip(rec.pings[1:], rec.pings))
+    assert all(p >= q - 1e-9 for p, q in zip(rec.pings[1:], rec.pings[:-1], strict=True))
     assert clock.getDelayedCalls() == []

@@ -48,7 +48,7 @@ def _cases(function: Callable[..., Any]):
         for suffix, kwargs in cases:
             for i, value in enumerate(values):
                 value = value if len(names) > 1 else (value,)
-                expanded.append((f"{suffix}_{i}", {**kwargs, **dict(zip(names, value))}))
+                expanded.append((f"{suffix}_{i}", {**kwargs, **dict(zip(names, value, strict=True))}))
         cases = expanded
     return cases
 
