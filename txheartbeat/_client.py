@@ -20,22 +20,20 @@ from twisted.python.failure import Failure
 
 from ._backoff import RetryPolicy, exponentialBackoff
 from ._errors import GaveUp, HandshakeError, NotConnected, OpenTimeout, TLSRequired
-from ._handler import HeartbeatHandler, Message
+from ._handler import HeartbeatHandler, Message, encodeMessage
 from ._heartbeat import checkInterval
-from ._protocol import ExactTimer, HeartbeatMixin, PingMessage, redactURL
+from ._protocol import AUTOPING_OPTIONS, ExactTimer, HeartbeatMixin, PingMessage, autobahnOptions, redactURL
 
 _log = Logger(namespace="txheartbeat")
 
 # Autobahn options whose job txheartbeat does itself, on the injected clock.
 _OWNED_OPTIONS = {
-    "autoPingInterval": "pingInterval",
-    "autoPingTimeout": "pongTimeout",
-    "autoPingSize": "pingInterval",
+    **AUTOPING_OPTIONS,
     "openHandshakeTimeout": "openTimeout",
     "closeHandshakeTimeout": "closeTimeout",
     "serverConnectionDropTimeout": "closeTimeout",
 }
-_FACTORY_ARGS = {"origin", "protocols", "useragent", "headers", "proxy"}
+_FACTORY_ARGS = ("origin", "protocols", "useragent", "headers", "proxy")
 
 
 class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type: ignore[misc]
@@ -50,6 +48,8 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     def __init__(self) -> None:
         super().__init__()
         self.opened = False
+        #: the reason Twisted gave this protocol (under TLS, truer than the connector's)
+        self.lostReason: Optional[Failure] = None
 
     # Twisted entry points --------------------------------------------------
 
@@ -86,13 +86,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         factory._opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        # Hot path: the hook call of HeartbeatHandler._fire, inlined.
-        handler = self.factory.handler
-        handler.stats.messagesReceived += 1
-        try:
-            handler.onMessage(payload, isBinary)
-        except Exception:
-            _log.failure("txheartbeat: {hook} of {handler} raised", hook="onMessage", handler=type(handler).__name__)
+        self.factory.handler._received(payload, isBinary)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()
@@ -128,12 +122,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
 
     def sendPayload(self, data: Message) -> None:
         """Send ``str`` as a text message, ``bytes`` as a binary one (``TypeError`` otherwise)."""
-        if isinstance(data, str):
-            self.sendMessage(data.encode("utf-8"), False)
-        elif isinstance(data, bytes):
-            self.sendMessage(data, True)
-        else:
-            raise TypeError(f"send() takes str (text) or bytes (binary), not {type(data).__name__}")
+        self.sendMessage(*encodeMessage(data))
         self.factory.handler.stats.messagesSent += 1
 
 
@@ -216,9 +205,6 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             raise ValueError(f"maxRetries must be None or an integer >= 0, got {maxRetries!r}")
         if isinstance(sendQueueSize, bool) or not isinstance(sendQueueSize, int) or sendQueueSize < 0:
             raise ValueError(f"sendQueueSize must be an integer >= 0, got {sendQueueSize!r}")
-        for name, ours in _OWNED_OPTIONS.items():
-            if name in options:
-                raise ValueError(f"{name} is managed by txheartbeat on the injected clock; use {ours}= instead")
         if retryPolicy is None:
             retryPolicy = exponentialBackoff(initialDelay=initialDelay, maxDelay=maxDelay, factor=factor, jitter=jitter)
         elif not callable(retryPolicy):
@@ -229,21 +215,12 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             parse_url(url)
         except ValueError as e:
             raise ValueError(f"bad WebSocket URL {redactURL(url)!r}: {e}") from None
-        factoryArgs = {k: options.pop(k) for k in list(options) if k in _FACTORY_ARGS}
+        factoryArgs, protocolOptions = autobahnOptions(options, _FACTORY_ARGS, _OWNED_OPTIONS)
         WebSocketClientFactory.__init__(self, url, reactor=reactor, headers=headers, **factoryArgs)
         if reactor is None:
             reactor = self.reactor
         self._batched_timer = ExactTimer(reactor)
-        try:
-            self.setProtocolOptions(
-                autoPingInterval=0,
-                openHandshakeTimeout=0,
-                closeHandshakeTimeout=0,
-                serverConnectionDropTimeout=0,
-                **options,
-            )
-        except TypeError as e:
-            raise ValueError(f"unknown option for HeartbeatClientFactory: {e}") from None
+        protocolOptions(self, openHandshakeTimeout=0, closeHandshakeTimeout=0, serverConnectionDropTimeout=0)
 
         self.handler = handler
         handler._attach(self, sendQueueSize)
@@ -402,7 +379,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._cancelOpenTimeout()
         if protocol is not None and not protocol.opened:
             if self.state != "closing":
-                lost = getattr(protocol, "lostReason", None) or reason
+                lost = protocol.lostReason or reason
                 failure = protocol.failure or self._openTimedOut or self._handshakeFailure(lost)
                 self.handler._fire("onError", failure)
                 if failure.check(TLSRequired):
@@ -513,8 +490,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         return reason
 
     def _giveUp(self, error: Exception) -> None:
-        self.continueTrying = 0
-        self.state = "gaveup"
+        self.state = "gaveup"  # before the hook: send() in onGiveUp must raise
         self.handler._fire("onGiveUp")
         self._finish("gaveup", error)
 

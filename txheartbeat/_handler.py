@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple, Union
 
-from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -23,7 +22,15 @@ if TYPE_CHECKING:  # pragma: no cover
 Message = Union[str, bytes]
 
 _log = Logger(namespace="txheartbeat")
-_OPEN = WebSocketProtocol.STATE_OPEN
+
+
+def encodeMessage(data: Message) -> Tuple[bytes, bool]:
+    """Return ``(payload, isBinary)``: ``str`` is a UTF-8 text message, ``bytes`` a binary one."""
+    if isinstance(data, str):
+        return data.encode("utf-8"), False
+    if isinstance(data, bytes):
+        return data, True
+    raise TypeError(f"send() takes str (text) or bytes (binary), not {type(data).__name__}")
 
 
 @dataclass
@@ -120,11 +127,10 @@ class HeartbeatHandler:
         :raises TypeError: for anything but ``str`` or ``bytes``.
         """
         protocol = self.protocol
-        if protocol is not None and protocol.state == _OPEN:
+        if protocol is not None and protocol.isOpen:
             protocol.sendPayload(data)  # type-checks too
             return
-        if not isinstance(data, (str, bytes)):
-            raise TypeError(f"send() takes str (text) or bytes (binary), not {type(data).__name__}")
+        encodeMessage(data)  # type-check before queueing
         factory = self.factory
         if factory is not None and factory.finished:
             raise NotConnected("the client was closed; this message was not sent")
@@ -187,4 +193,15 @@ class HeartbeatHandler:
         try:
             getattr(self, hook)(*args)
         except Exception:
-            _log.failure("txheartbeat: {hook} of {handler} raised", hook=hook, handler=type(self).__name__)
+            self._hookFailed(hook)
+
+    def _received(self, payload: bytes, isBinary: bool) -> None:
+        """Deliver a message: :meth:`_fire` for ``onMessage``, without the lookup (per-message path)."""
+        self.stats.messagesReceived += 1
+        try:
+            self.onMessage(payload, isBinary)
+        except Exception:
+            self._hookFailed("onMessage")
+
+    def _hookFailed(self, hook: str) -> None:
+        _log.failure("txheartbeat: {hook} of {handler} raised", hook=hook, handler=type(self).__name__)

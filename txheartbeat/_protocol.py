@@ -8,16 +8,52 @@ and aborting with a reason.  The liveness rules themselves live in
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from ._errors import HeartbeatTimeout, ProtocolError
+from ._handler import encodeMessage
 from ._heartbeat import Heartbeat
 
 PingMessage = Union[None, str, bytes, Callable[[], Union[str, bytes]]]
+
+#: Autobahn's keepalive options, replaced by txheartbeat's (name -> ours).
+AUTOPING_OPTIONS = {
+    "autoPingInterval": "pingInterval",
+    "autoPingTimeout": "pongTimeout",
+    "autoPingSize": "pingInterval",
+}
+
+
+def autobahnOptions(
+    options: Dict[str, Any], factoryArgNames: Iterable[str], owned: Dict[str, str]
+) -> Tuple[Dict[str, Any], Callable[..., None]]:
+    """
+    Split a factory's extra keywords for Autobahn.
+
+    :returns: the keywords for the Autobahn factory's constructor, and a
+        function ``(factory, **ours)`` that sets the rest as protocol options
+        along with txheartbeat's own (autoPing always off).
+    :raises ValueError: for an option txheartbeat manages itself (``owned``,
+        mapped to the option to use instead), or, from the function, for an
+        option Autobahn does not know.
+    """
+    for name, ours in owned.items():
+        if name in options:
+            raise ValueError(f"{name} is managed by txheartbeat on the injected clock; use {ours}= instead")
+    factoryArgs = {name: options.pop(name) for name in factoryArgNames if name in options}
+
+    def apply(factory: Any, **ours: Any) -> None:
+        try:
+            factory.setProtocolOptions(autoPingInterval=0, **ours, **options)
+        except TypeError as e:
+            raise ValueError(f"unknown option for {type(factory).__name__}: {e}") from None
+
+    return factoryArgs, apply
 
 
 class ExactTimer:
@@ -103,8 +139,6 @@ class HeartbeatMixin:
 
     def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
         # Autobahn's one exit for protocol violations and limits: keep the why.
-        from ._errors import ProtocolError
-
         if self.failure is None and self.state != WebSocketProtocol.STATE_CLOSED:
             self.failure = Failure(ProtocolError(code, reason))
         super()._fail_connection(code, reason)  # type: ignore[misc]
@@ -162,17 +196,10 @@ class HeartbeatMixin:
             self._pingSentAt = self.clock.seconds()
             self.sendPing(self._pingPayload)  # type: ignore[attr-defined]
         else:
-            if callable(message):
-                message = message()
-            if isinstance(message, str):
-                self.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[attr-defined]
-            else:
-                self.sendMessage(message, isBinary=True)  # type: ignore[attr-defined]
+            self.sendMessage(*encodeMessage(message() if callable(message) else message))  # type: ignore[attr-defined]
         self.heartbeatSent()
 
     def _peerDead(self, idle: float) -> None:
-        from ._errors import HeartbeatTimeout
-
         self.heartbeat = None
         failure = Failure(HeartbeatTimeout(idle))
         self.peerDead(failure)

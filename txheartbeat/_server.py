@@ -5,29 +5,22 @@ clients and reaps the silent ones, and asks clients to leave by message.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Set, Union
+from typing import Any, Callable, Optional, Set, Tuple, Union
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._handler import Message, encodeMessage
 from ._heartbeat import checkInterval
-from ._protocol import ExactTimer, HeartbeatMixin
+from ._protocol import AUTOPING_OPTIONS, ExactTimer, HeartbeatMixin, autobahnOptions
 
 _log = Logger(namespace="txheartbeat")
 
-Payload = Union[str, bytes]
-HeartbeatMatch = Union[None, Payload, Callable[[bytes, bool], bool]]
-HeartbeatReply = Union[None, Payload, Callable[[bytes, bool], Payload]]
-
-_OWNED = {"autoPingInterval": "pingInterval", "autoPingTimeout": "pongTimeout", "autoPingSize": "pingInterval"}
-
-
-def _encode(payload: Payload) -> tuple:
-    if isinstance(payload, str):
-        return payload.encode("utf-8"), False
-    return payload, True
+HeartbeatMatch = Union[None, Message, Callable[[bytes, bool], bool]]
+HeartbeatReply = Union[None, Message, Callable[[bytes, bool], Message]]
+_FACTORY_ARGS = ("protocols", "server", "headers", "externalPort")
 
 
 class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type: ignore[misc]
@@ -83,7 +76,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
     def onPeerDead(self, failure: Failure) -> None:
         """The client went silent (:class:`HeartbeatTimeout`); it is aborted right after this returns."""
 
-    def requestLeave(self, message: Optional[Payload] = None, timeout: Optional[float] = None) -> None:
+    def requestLeave(self, message: Optional[Message] = None, timeout: Optional[float] = None) -> None:
         """
         Ask the client to close, by the seed's convention: send the agreed
         message and let the client call ``close()``.  If it is still
@@ -95,8 +88,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         """
         if not self.isOpen or self._leaveCall is not None:
             return
-        data, binary = _encode(message if message is not None else self.factory.leaveMessage)
-        self.sendMessage(data, isBinary=binary)
+        self.sendMessage(*encodeMessage(message if message is not None else self.factory.leaveMessage))
         wait = timeout if timeout is not None else self.factory.leaveTimeout
         self._leaveCall = self.clock.callLater(wait, self._leaveTimedOut)
 
@@ -139,7 +131,7 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         pongTimeout: Optional[float] = 10.0,
         heartbeatMessage: HeartbeatMatch = "heartbeat",
         heartbeatReply: HeartbeatReply = "heartbeat",
-        leaveMessage: Payload = "close",
+        leaveMessage: Message = "close",
         leaveTimeout: float = 5.0,
         closeTimeout: float = 2.0,
         reactor: Any = None,
@@ -149,9 +141,6 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         checkInterval("pongTimeout", pongTimeout)
         checkInterval("leaveTimeout", leaveTimeout, allowNone=False)
         checkInterval("closeTimeout", closeTimeout, allowNone=False)
-        for name, ours in _OWNED.items():
-            if name in options:
-                raise ValueError(f"{name} is managed by txheartbeat on the injected clock; use {ours}= instead")
         if (
             heartbeatMessage is not None
             and not isinstance(heartbeatMessage, (str, bytes))
@@ -162,19 +151,19 @@ class HeartbeatServerFactory(WebSocketServerFactory):
             raise ValueError(f"heartbeatReply must be str, bytes or a callable, got {heartbeatReply!r}")
         if not isinstance(leaveMessage, (str, bytes)):
             raise ValueError(f"leaveMessage must be str or bytes, got {leaveMessage!r}")
-        factoryArgs = {
-            k: options.pop(k) for k in list(options) if k in ("protocols", "server", "headers", "externalPort")
-        }
+        factoryArgs, protocolOptions = autobahnOptions(options, _FACTORY_ARGS, AUTOPING_OPTIONS)
         WebSocketServerFactory.__init__(self, url, reactor=reactor, **factoryArgs)
         self._batched_timer = ExactTimer(self.reactor)
-        try:
-            self.setProtocolOptions(autoPingInterval=0, **options)
-        except TypeError as e:
-            raise ValueError(f"unknown option for HeartbeatServerFactory: {e}") from None
+        protocolOptions(self)
         self.pingInterval = pingInterval
         self.pongTimeout = pongTimeout
         self.heartbeatMessage = heartbeatMessage
         self.heartbeatReply = heartbeatReply
+        # Encoded once here, not for every inbound message.
+        self._request = (
+            None if heartbeatMessage is None or callable(heartbeatMessage) else encodeMessage(heartbeatMessage)
+        )
+        self._reply = None if callable(heartbeatReply) else encodeMessage(heartbeatReply)
         self.leaveMessage = leaveMessage
         self.leaveTimeout = leaveTimeout
         self.closeTimeout = closeTimeout
@@ -183,19 +172,13 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         #: clients aborted because they went silent
         self.deadClients = 0
 
-    def heartbeatAnswer(self, payload: bytes, isBinary: bool) -> Optional[tuple]:
+    def heartbeatAnswer(self, payload: bytes, isBinary: bool) -> Optional[Tuple[bytes, bool]]:
         """Return ``(data, isBinary)`` to answer a heartbeat, or ``None`` for an application message."""
-        match = self.heartbeatMessage
-        if match is None:
+        if self._request is not None:
+            if (payload, isBinary) != self._request:
+                return None
+        elif not callable(self.heartbeatMessage) or not self.heartbeatMessage(payload, isBinary):
             return None
-        if callable(match):
-            if not match(payload, isBinary):
-                return None
-        else:
-            data, binary = _encode(match)
-            if payload != data or isBinary != binary:
-                return None
-        reply = self.heartbeatReply
-        if callable(reply):
-            reply = reply(payload, isBinary)
-        return _encode(reply)
+        if self._reply is not None:
+            return self._reply
+        return encodeMessage(self.heartbeatReply(payload, isBinary))  # type: ignore[operator]

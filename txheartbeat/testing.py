@@ -353,11 +353,3 @@ class MemoryReactor(MemoryReactorClock):
     def advance(self, amount: float) -> None:
         """Move time forward by ``amount`` seconds, firing timers in order and pumping after each."""
         advanceStepwise(self, amount, self.flush)
-
-    def runUntil(self, until: Callable[[], bool], limit: float = 3600.0, step: float = 0.001) -> None:
-        """Advance in small steps until ``until()`` is true (``AssertionError`` after ``limit`` seconds)."""
-        end = self.seconds() + limit
-        while not until():
-            if self.seconds() >= end:
-                raise AssertionError(f"condition not reached within {limit} s")
-            self.advance(step)
