@@ -231,7 +231,7 @@ def test_max_retries_gives_up(reactor, handler):
     reactor.refuse()
     assert handler.names()[-2:] == ["onError", "onGiveUp"]
     assert handler.names().count("onReconnect") == 2
-    assert results[0].check(GaveUp) and results[0].value.attempts == 2
+    assert results[0].check(GaveUp) and results[0].value.attempts == 3
     assert handler.factory.state == "gaveup"
     quiet(reactor)
     done = []
@@ -623,9 +623,10 @@ def test_wss_verifies_certificates_by_default(reactor, handler):
     """wss:// connects through connectSSL with verifying options for the URL's host."""
     from twisted.internet._sslverify import ClientTLSOptions
 
+    reactor.hosts["example.test"] = ["192.0.2.1"]
     connect("wss://example.test/", handler, reactor=reactor).addErrback(lambda f: f.trap(NotConnected))
     host, port, _, ctx, _, _ = reactor.sslClients[0]
-    assert (host, port) == ("example.test", 443)
+    assert (host, port) == ("192.0.2.1", 443)
     assert isinstance(ctx, ClientTLSOptions)
     assert ctx._hostname == "example.test"
     handler.close()

@@ -1,27 +1,40 @@
 """
 The Autobahn client protocol and the reconnecting factory that drives it.
+
+The factory's lifecycle is the table in :mod:`txheartbeat._lifecycle`: every
+notification (from Twisted connectors, endpoints, the protocol, timers and
+the user) becomes one event, looked up there.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.util import parse_url
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, UserError
-from twisted.internet.interfaces import IConnector, IDelayedCall, ISSLTransport
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.error import ConnectionDone, DNSLookupError, NotConnectingError
+from twisted.internet.interfaces import (
+    IConnector,
+    IDelayedCall,
+    IReactorPluggableNameResolver,
+    IResolutionReceiver,
+    ISSLTransport,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import ReconnectingClientFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._backoff import RetryPolicy, exponentialBackoff
 from ._errors import GaveUp, HandshakeError, NotConnected, OpenTimeout, TLSRequired
 from ._handler import HeartbeatHandler, Message, encodeMessage
 from ._heartbeat import checkInterval
+from ._lifecycle import ATTEMPTING, FINAL, TRANSITIONS, Event, State
 from ._protocol import AUTOPING_OPTIONS, ExactTimer, HeartbeatMixin, PingMessage, autobahnOptions, redactURL
 
 _log = Logger(namespace="txheartbeat")
@@ -35,21 +48,38 @@ _OWNED_OPTIONS = {
 }
 _FACTORY_ARGS = ("origin", "protocols", "useragent", "headers", "proxy")
 
+#: What ``prepare(attempt)`` may return (or a Deferred of it): ``None`` (no
+#: change), a URL, extra headers, or ``(url, headers)`` with either ``None``.
+Preparation = Union[None, str, Mapping[str, str], Tuple[Optional[str], Optional[Mapping[str, str]]]]
+Prepare = Callable[[int], Union[Preparation, "Deferred[Preparation]"]]
+
 
 class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """
     One WebSocket connection: notes inbound traffic, runs the heartbeat and
     reports to its :class:`HeartbeatClientFactory`.  A new instance is built
     for every connection; keep state on the handler instead.
+
+    txheartbeat works through Autobahn's internal entry points (``_onOpen``,
+    ``_onMessage``, ``_onClose``), so a subclass may override Autobahn's
+    ``onOpen``/``onMessage``/``onClose`` without calling ``super()``.
     """
 
     factory: HeartbeatClientFactory
+    #: whether a subclass overrides ``onMessage`` (checked once per class, not per message)
+    _forwardMessages = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._forwardMessages = cls.onMessage is not HeartbeatClientProtocol.onMessage
 
     def __init__(self) -> None:
         super().__init__()
         self.opened = False
         #: the reason Twisted gave this protocol (under TLS, truer than the connector's)
         self.lostReason: Optional[Failure] = None
+        #: ``(wasClean, code, reason)`` as Autobahn reported the close
+        self.closeInfo: Tuple[bool, Optional[int], Optional[str]] = (False, 1006, None)
 
     # Twisted entry points --------------------------------------------------
 
@@ -57,7 +87,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         factory = self.factory
         self.clock = factory.reactor
         self.closeTimeout = factory.closeTimeout
-        if factory.isSecure and not ISSLTransport.providedBy(self.transport):
+        if factory.isSecure and factory.proxy is None and not ISSLTransport.providedBy(self.transport):
             # reactor.connectTCP() with a wss:// factory: never send the
             # handshake in plain text.
             self.failure = Failure(
@@ -71,26 +101,31 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        # Under TLS the connector only sees the TCP-level reason; keep the real one.
         self.lostReason = reason
-        if self.failure is not None and self.failure.check(TLSRequired):
-            return  # Autobahn never started on this connection
-        super().connectionLost(reason)
+        if self.failure is None or not self.failure.check(TLSRequired):
+            # (with TLSRequired, Autobahn never started on this connection)
+            super().connectionLost(reason)
+        self.stopTimers()
+        self.factory._protocolLost(self)
 
-    # Autobahn hooks ----------------------------------------------------------
+    # Autobahn's internal entry points (user overrides of on* stay safe) -----
 
-    def onOpen(self) -> None:
+    def _onOpen(self) -> None:
         factory = self.factory
         self.opened = True
         self.startHeartbeat(factory.pingInterval, factory.pongTimeout, factory.pingMessage)
-        factory._opened(self)
+        factory._protocolOpened(self)
+        super()._onOpen()
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+    def _onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.handler._received(payload, isBinary)
+        if self._forwardMessages:
+            self.onMessage(payload, isBinary)
 
-    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+    def _onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()
-        self.factory._closed(self, wasClean, code, reason)
+        self.closeInfo = (wasClean, code, reason)
+        super()._onClose(wasClean, code, reason)
 
     def failHandshake(self, reason: str) -> None:
         status: Optional[int] = None
@@ -115,8 +150,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         handler._fire("onHeartbeat", roundTrip)
 
     def peerDead(self, failure: Failure) -> None:
-        self.factory.handler.stats.deadPeers += 1
-        _log.info("txheartbeat: {why} ({url})", why=failure.getErrorMessage(), url=self.factory.safeURL)
+        self.factory._protocolDead(self, failure)
 
     # Used by the handler -------------------------------------------------------
 
@@ -126,16 +160,48 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         self.factory.handler.stats.messagesSent += 1
 
 
+@implementer(IResolutionReceiver)
+class _Resolution:
+    """Collects the addresses the reactor's name resolver finds, then fires :attr:`done`."""
+
+    def __init__(self) -> None:
+        self.addresses: List[str] = []
+        self.done: Deferred[List[str]] = Deferred()
+
+    def resolutionBegan(self, resolution: Any) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        self.addresses.append(address.host)
+
+    def resolutionComplete(self) -> None:
+        self.done.callback(_interleave(self.addresses))
+
+
+def _interleave(addresses: List[str]) -> List[str]:
+    """Alternate address families, the first family first (as ``HostnameEndpoint`` and RFC 8305 do)."""
+    v6 = [a for a in addresses if isIPv6Address(a)]
+    v4 = [a for a in addresses if not isIPv6Address(a)]
+    first, second = (v6, v4) if addresses and isIPv6Address(addresses[0]) else (v4, v6)
+    out: List[str] = []
+    for i in range(max(len(first), len(second))):
+        out.extend(first[i : i + 1] + second[i : i + 1])
+    return out
+
+
 class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     """
     A reconnecting WebSocket client factory with heartbeat and dead-peer
     detection, reporting to a persistent :class:`HeartbeatHandler`.
 
-    Use it with :func:`txheartbeat.connect`, with Autobahn's
-    ``connectWS(factory)`` or with ``reactor.connectTCP(host, port, factory)``.
-    For ``wss://`` with ``connectWS`` pass ``contextFactory=factory.contextFactory``
-    (Autobahn's default does not verify certificates); ``connectTCP`` and
-    :func:`connect` verify by themselves.
+    Start it with :meth:`connect` (or :func:`txheartbeat.connect`): names are
+    resolved with the reactor's resolver (IPv6 and IPv4, tried in turn),
+    ``wss://`` certificates are verified.  It also works the Twisted way, with
+    ``reactor.connectTCP(host, port, factory)``,
+    ``reactor.connectSSL(host, port, factory, factory.contextFactory)`` or
+    Autobahn's ``connectWS(factory, contextFactory=factory.contextFactory)``
+    (Autobahn's default context does not verify certificates); then that
+    connector is reused for every retry.
 
     :param url: ``ws://`` or ``wss://`` URL; user info becomes HTTP basic auth.
     :param handler: the persistent :class:`HeartbeatHandler`.
@@ -150,15 +216,27 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     :param maxDelay: upper bound of any reconnect delay, jitter included.
     :param factor: growth of the delay per failed attempt.
     :param jitter: fraction of random spread, in ``[0, 1)``.
-    :param maxRetries: failed attempts in a row before giving up
-        (``0``: never retry; ``None``: never give up).
+    :param maxRetries: attempts that may fail in a row before giving up
+        (``0``: never retry after a failed attempt; ``None``: never give up).
+        A connection that opens resets the count.
     :param minUptime: seconds a connection must stay open before the
-        backoff starts again from ``initialDelay``.
-    :param openTimeout: seconds allowed for TCP connect plus opening handshake.
+        backoff delay starts again from ``initialDelay``.
+    :param openTimeout: seconds allowed for ``prepare``, name resolution,
+        TCP connect and the opening handshake together.
     :param closeTimeout: seconds allowed for the close handshake before aborting.
     :param sendQueueSize: messages kept while not open (``0``: none).
     :param retryPolicy: ``attempt -> seconds``, replacing the exponential
         backoff built from the four options above.
+    :param prepare: ``attempt -> preparation`` (or a Deferred of it), called
+        before every attempt (numbered from 1 since :meth:`connect`), never
+        after :meth:`close`: ``None``, a URL, a mapping of extra headers, or
+        ``(url, headers)``.  Its failure is a failed attempt (``onError``,
+        then a retry with backoff).  Needs :meth:`connect`.
+    :param endpoint: a Twisted client endpoint (``IStreamClientEndpoint``) or
+        an endpoint string (``"unix:path=/run/ws.sock"``) to connect through
+        instead of the URL's host and port; the URL still gives the Host
+        header, path and scheme.  For ``wss://`` it must provide TLS
+        (e.g. ``"tls:host=example.com:port=443"``).  Needs :meth:`connect`.
     :param reactor: the reactor (and clock) for connections and every timer.
     :param options: passed to Autobahn: ``origin``, ``protocols``,
         ``useragent``, ``headers``, ``proxy`` to the factory, anything else to
@@ -186,6 +264,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         closeTimeout: float = 2.0,
         sendQueueSize: int = 1000,
         retryPolicy: Optional[RetryPolicy] = None,
+        prepare: Optional[Prepare] = None,
+        endpoint: Union[None, str, IStreamClientEndpoint] = None,
         reactor: Any = None,
         **options: Any,
     ) -> None:
@@ -209,18 +289,27 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             retryPolicy = exponentialBackoff(initialDelay=initialDelay, maxDelay=maxDelay, factor=factor, jitter=jitter)
         elif not callable(retryPolicy):
             raise ValueError("retryPolicy must be a callable attempt -> seconds")
+        if prepare is not None and not callable(prepare):
+            raise ValueError("prepare must be a callable attempt -> URL and/or headers")
+        if endpoint is not None and not isinstance(endpoint, str) and not IStreamClientEndpoint.providedBy(endpoint):
+            raise ValueError(f"endpoint must be an IStreamClientEndpoint or an endpoint string, got {endpoint!r}")
 
         url, headers = self._splitCredentials(url, options.pop("headers", None))
-        try:
-            parse_url(url)
-        except ValueError as e:
-            raise ValueError(f"bad WebSocket URL {redactURL(url)!r}: {e}") from None
+        self._checkURL(url)
         factoryArgs, protocolOptions = autobahnOptions(options, _FACTORY_ARGS, _OWNED_OPTIONS)
         WebSocketClientFactory.__init__(self, url, reactor=reactor, headers=headers, **factoryArgs)
         if reactor is None:
             reactor = self.reactor
         self._batched_timer = ExactTimer(reactor)
         protocolOptions(self, openHandshakeTimeout=0, closeHandshakeTimeout=0, serverConnectionDropTimeout=0)
+        #: the endpoint attempts go through instead of the URL's host, or ``None``
+        self.endpoint: Optional[IStreamClientEndpoint] = None
+        if isinstance(endpoint, str):
+            from twisted.internet.endpoints import clientFromString
+
+            self.endpoint = clientFromString(reactor, endpoint)
+        else:
+            self.endpoint = endpoint
 
         self.handler = handler
         handler._attach(self, sendQueueSize)
@@ -237,24 +326,31 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self.openTimeout = openTimeout
         self.closeTimeout = closeTimeout
         self.retryPolicy = retryPolicy
+        self.prepare = prepare
         self.clock: Any = reactor
         self.contextFactory: Any = None
-        if self.isSecure:
-            from twisted.internet.ssl import optionsForClientTLS
+        self._userContext = False
+        self._baseURL, self._baseHeaders = url, dict(self.headers)
+        self._setTLS()
 
-            self.contextFactory = optionsForClientTLS(self.host)
-
-        #: one of idle, connecting, open, disconnected, waiting, closing, closed, gaveup
-        self.state = "idle"
+        #: a :class:`~txheartbeat._lifecycle.State` (compares equal to its string value)
+        self.state: State = State.IDLE
         self._protocol: Optional[HeartbeatClientProtocol] = None
-        self._openTimeoutCall: Optional[IDelayedCall] = None
-        self._openTimedOut: Optional[Failure] = None
+        self._dialing = False  # True while this factory itself starts a connector
+        self._ownDialing = False  # True after connect(): attempts are dialed here, not by a user's connector
+        self._current: Optional[IConnector] = None  # the connector of the attempt under way
+        self._pendingD: Optional[Deferred[Any]] = None  # prepare or endpoint Deferred under way
+        self._addresses: List[str] = []  # resolved addresses still to try in this attempt
+        self._attemptId = 0  # results of older attempts (late Deferreds) are ignored
+        self._attemptNo = 0  # prepare(attempt) numbering, from 1 since connect()
+        self._failures = 0  # failed attempts in a row (maxRetries)
+        self._openTimer: Optional[IDelayedCall] = None
         self._openedAt = 0.0
         self._openWaiters: List[Deferred[HeartbeatHandler]] = []
         self._closeWaiters: List[Deferred[None]] = []
 
     @staticmethod
-    def _splitCredentials(url: str, headers: Optional[dict]) -> tuple:
+    def _splitCredentials(url: str, headers: Optional[Mapping[str, str]]) -> Tuple[str, Dict[str, str]]:
         parts = urlsplit(url)
         headers = dict(headers or {})
         if "@" not in parts.netloc:
@@ -265,32 +361,65 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         headers.setdefault("Authorization", f"Basic {token}")
         return urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment)), headers
 
+    @staticmethod
+    def _checkURL(url: str) -> None:
+        try:
+            parse_url(url)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"bad WebSocket URL {redactURL(str(url))!r}: {e}") from None
+
+    def _setTLS(self) -> None:
+        if self.isSecure and not self._userContext:
+            from twisted.internet.ssl import optionsForClientTLS
+
+            self.contextFactory = optionsForClientTLS(self.host)
+
     # Public ------------------------------------------------------------------
 
     @property
     def finished(self) -> bool:
         """Whether the client closed for good or gave up."""
-        return self.state in ("closed", "gaveup")
+        return self.state in FINAL
 
     def connect(self, contextFactory: Any = None) -> Deferred[HeartbeatHandler]:
         """
-        Start connecting; the Deferred fires with the handler at the first open.
+        Start connecting, or start again after a final close or a give-up
+        (the handler, its hooks and its stats carry on).
 
-        It fails with :class:`GaveUp` when retries run out and with
-        :class:`NotConnected` when :meth:`close` comes first.
+        The Deferred fires with the handler at the first open.  It fails with
+        :class:`GaveUp` when retries run out, with :class:`NotConnected` when
+        :meth:`close` comes first; cancelling it (directly or through
+        ``addTimeout``) is a final :meth:`close`, and it fails with
+        ``CancelledError``.
+
+        :raises RuntimeError: if the client is already running.
         """
-        if self.state != "idle":
-            raise RuntimeError(f"connect() called on a factory that is {self.state}")
+        if TRANSITIONS[(self.state, Event.START)][1] == "_refuse":
+            self._refuse()
         if contextFactory is not None:
-            self.contextFactory = contextFactory
-        waiter = self.whenOpen()
-        # No connector timeout: openTimeout covers TCP connect and handshake.
-        connectWS(self, contextFactory=self.contextFactory, timeout=None)
-        return waiter
+            self.contextFactory, self._userContext = contextFactory, True
+        self._ownDialing = True
+
+        def cancel(d: Deferred[HeartbeatHandler]) -> None:
+            if d in self._openWaiters:
+                self._openWaiters.remove(d)
+            self._event(Event.CANCEL, 1000, None)
+
+        d: Deferred[HeartbeatHandler] = Deferred(cancel)
+        self._openWaiters.append(d)
+        self._event(Event.START)
+        return d
 
     def whenOpen(self) -> Deferred[HeartbeatHandler]:
-        """A Deferred that fires with the handler at the next open."""
-        d: Deferred[HeartbeatHandler] = Deferred()
+        """
+        A Deferred that fires with the handler when a connection is open: at
+        once if one is, else at the next open.  It fails with
+        :class:`NotConnected` or :class:`GaveUp` if the client stops first;
+        cancelling it only removes this waiter.
+        """
+        if self.state == State.OPEN:
+            return succeed(self.handler)
+        d: Deferred[HeartbeatHandler] = Deferred(lambda d: self._openWaiters.remove(d))
         if self.finished:
             d.errback(NotConnected(f"the client is {self.state}"))
         else:
@@ -298,8 +427,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         return d
 
     def whenClosed(self) -> Deferred[None]:
-        """A Deferred that fires once the client is closed for good or gave up."""
-        d: Deferred[None] = Deferred()
+        """A Deferred that fires once the client is closed for good or gave up (no timer left)."""
+        d: Deferred[None] = Deferred(lambda d: self._closeWaiters.remove(d))
         if self.finished:
             d.callback(None)
         else:
@@ -312,110 +441,49 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             raise ValueError(f"close code must be 1000 or in 3000-4999 (RFC 6455 application codes), got {code!r}")
         if reason is not None and len(reason.encode("utf-8")) > 123:
             raise ValueError("close reason must encode to at most 123 bytes of UTF-8")
-        if self.state in ("closed", "gaveup", "closing"):
-            return
-        self.continueTrying = 0
-        if self._callID is not None:
-            self._callID.cancel()
-            self._callID = None
-        protocol = self._protocol
-        if protocol is not None:
-            self.state = "closing"
-            self._cancelOpenTimeout()
-            if protocol.isOpen:
-                protocol.closeGracefully(code, reason)
-            elif protocol.state in (WebSocketProtocol.STATE_CONNECTING, WebSocketProtocol.STATE_PROXY_CONNECTING):
-                protocol.abort()
-            # else a close is under way, bounded by closeTimeout; losing the
-            # connection finishes the close.
-        elif self.state == "connecting" and self.connector is not None:
-            self.state = "closing"
-            self._cancelOpenTimeout()
-            self.connector.stopConnecting()
-        else:
-            self._finish("closed")
+        self._event(Event.CLOSE, code, reason)
 
-    # ReconnectingClientFactory -------------------------------------------------
+    # ReconnectingClientFactory ------------------------------------------------
 
     def startedConnecting(self, connector: IConnector) -> None:
-        if self.finished or self.state == "closing":
-            connector.stopConnecting()
-            return
-        if self.state in ("connecting", "open", "disconnected", "waiting") and connector is not self.connector:
-            _log.error("txheartbeat: a second connect on one factory was refused (one factory runs one connection)")
-            connector.stopConnecting()
-            return
-        self.connector = connector
-        self.state = "connecting"
-        self.handler.stats.attempts += 1
-        self._openTimedOut = None
-        self._cancelOpenTimeout()
-        self._openTimeoutCall = self.clock.callLater(self.openTimeout, self._openTimeout)
-        _log.debug("txheartbeat: connecting to {url}", url=self.safeURL)
+        adopting = self.state in (State.IDLE, State.CLOSED, State.GAVEUP)
+        if adopting and not self._dialing and (self.prepare is not None or self.endpoint is not None):
+            raise ValueError("prepare= and endpoint= need factory.connect() or txheartbeat.connect(), not a connector")
+        self._event(Event.ATTEMPT, connector)
 
     def buildProtocol(self, addr: Any) -> Optional[HeartbeatClientProtocol]:  # type: ignore[override]
-        if self._protocol is not None or self.state != "connecting":
+        if self._protocol is not None or self.state != State.CONNECTING:
             return None
         protocol: HeartbeatClientProtocol = WebSocketClientFactory.buildProtocol(self, addr)  # type: ignore[assignment]
-        self._protocol = protocol
+        self._event(Event.TCP_UP, protocol)
         return protocol
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
-        if connector is not self.connector:
-            return
-        self._cancelOpenTimeout()
-        if reason.check(UserError) and self._openTimedOut is not None:
-            reason = self._openTimedOut
-        if self.state == "closing":
-            self._finish("closed")
-            return
-        self.handler._fire("onError", reason)
-        self.retry(connector)
+        if connector is not self._current:
+            return  # an attempt this factory stopped or refused
+        self._current = None
+        if self._addresses:
+            self._connectTo(self._addresses.pop(0))  # the next address of the same attempt
+        else:
+            self._event(Event.CONNECT_FAILED, reason)
 
     def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
-        if connector is not self.connector:
-            return
-        protocol, self._protocol = self._protocol, None
-        self._cancelOpenTimeout()
-        if protocol is not None and not protocol.opened:
-            if self.state != "closing":
-                lost = protocol.lostReason or reason
-                failure = protocol.failure or self._openTimedOut or self._handshakeFailure(lost)
-                self.handler._fire("onError", failure)
-                if failure.check(TLSRequired):
-                    self._giveUp(failure.value)  # type: ignore[arg-type]
-                    return
-        if self.state == "closing":
-            self._finish("closed")
-            return
-        self.retry(connector)
+        """Nothing to do: the protocol reports the loss (it knows the true reason, under TLS too)."""
 
     def retry(self, connector: Optional[IConnector] = None) -> None:
-        if not self.continueTrying or self.finished:
+        """
+        Reconnecting is scheduled by the factory itself; here only as part of
+        Twisted's interface.  A no-op once closed or given up (as Twisted's
+        after ``stopTrying()``).
+
+        :raises RuntimeError: in any other state.
+        """
+        if self.finished:
             return
-        connector = connector or self.connector
-        if connector is None:
-            raise ValueError("no connector to retry")
-        self.retries += 1
-        if self.maxRetries is not None and self.retries > self.maxRetries:
-            attempts = self.retries - 1
-            _log.warn(
-                "txheartbeat: giving up on {url} after {n} failed reconnect attempt(s)", url=self.safeURL, n=attempts
-            )
-            self._giveUp(GaveUp(attempts))
-            return
-        delay = float(self.retryPolicy(self.retries))
-        self.delay = delay
-        self.state = "waiting"
-        self.handler.stats.reconnects += 1
-        _log.info(
-            "txheartbeat: reconnecting to {url} in {delay:.3f} s (attempt {attempt})",
-            url=self.safeURL,
-            delay=delay,
-            attempt=self.retries,
+        raise RuntimeError(
+            f"retry() is scheduled by txheartbeat itself (the client is {self.state}); "
+            "use close() to stop, connect() to start again"
         )
-        self._callID = self.clock.callLater(delay, self._reconnect, connector)
-        self.handler._fire("onReconnect", self.retries, delay)
 
     def resetDelay(self) -> None:
         """Start the backoff again from the first delay; unlike Twisted's, never undoes :meth:`close`."""
@@ -426,87 +494,360 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         """Same as :meth:`close` with code 1000: final."""
         self.close()
 
-    # Called by the protocol --------------------------------------------------------
+    # The state machine ----------------------------------------------------------
+
+    def _event(self, event: Event, *args: Any) -> Any:
+        state = self.state
+        try:
+            nextState, action = TRANSITIONS[(state, event)]
+        except KeyError:
+            _log.error("txheartbeat: bug: event {event} in state {state} ignored", event=event.value, state=state.value)
+            return None
+        self._setState(nextState)
+        return getattr(self, action)(*args)
+
+    def _setState(self, state: State) -> None:
+        # Each timer belongs to one state and dies when it is left.
+        self.state = state
+        if state not in ATTEMPTING and self._openTimer is not None:
+            self._openTimer.cancel()
+            self._openTimer = None
+        if state != State.WAITING and self._callID is not None:
+            self._callID.cancel()
+            self._callID = None
+
+    # Actions (named in the table) ------------------------------------------------
+
+    def _ignore(self, *args: Any) -> None:
+        pass
+
+    def _refuse(self, *args: Any) -> None:
+        raise RuntimeError(f"connect() called on a factory that is {self.state}; close() it first")
+
+    def _refuseConnector(self, connector: IConnector) -> None:
+        _log.error("txheartbeat: a second connect on one factory was refused (one factory runs one connection)")
+        connector.stopConnecting()
+
+    def _prepare(self) -> None:
+        self._startAttempt()
+        self._attemptNo += 1
+        if self.prepare is None:
+            self._event(Event.PREPARED, None)
+            return
+        attemptId = self._attemptId
+        d = self._pendingD = maybeDeferred(self.prepare, self._attemptNo)
+        d.addCallbacks(
+            lambda result: self._still(attemptId, Event.PREPARED, result),
+            lambda failure: self._still(attemptId, Event.CONNECT_FAILED, failure),
+        )
+
+    def _dial(self, preparation: Preparation) -> None:
+        self._pendingD = None
+        try:
+            self._apply(preparation)
+        except Exception:
+            self._event(Event.CONNECT_FAILED, Failure())
+            return
+        if not self._ownDialing:
+            assert self.connector is not None
+            self._connectWith(self.connector)
+        elif self.endpoint is not None:
+            attemptId = self._attemptId
+            d = self._pendingD = self.endpoint.connect(self)
+            d.addCallbacks(
+                lambda _: None, lambda failure: self._still(attemptId, Event.CONNECT_FAILED, failure)
+            ).addErrback(lambda f: None)
+        else:
+            host, port = (self.proxy["host"], self.proxy["port"]) if self.proxy is not None else (self.host, self.port)
+            self._resolve(host, port)
+
+    def _attemptStarted(self, connector: IConnector) -> None:
+        if self._dialing:
+            self.connector = self._current = connector
+        else:
+            self._refuseConnector(connector)
+
+    def _adoptConnector(self, connector: IConnector) -> None:
+        """Attempts are driven by a user's connector (``reactor.connectTCP(…, factory)``)."""
+        self._ownDialing = False
+        self._startAttempt()
+        self.connector = self._current = connector
+
+    def _connectorWhileWaiting(self, connector: IConnector) -> None:
+        if self._ownDialing or connector is not self.connector:
+            self._refuseConnector(connector)
+            return
+        self._setState(State.CONNECTING)  # the user's connector.connect(): try now, not at the timer
+        self._adoptConnector(connector)
+
+    def _restartWithConnector(self, connector: IConnector) -> None:
+        self._resetCounts()
+        self._adoptConnector(connector)
+
+    def _restart(self) -> None:
+        self._resetCounts()
+        self._prepare()
 
     def _opened(self, protocol: HeartbeatClientProtocol) -> None:
-        self._cancelOpenTimeout()
-        if self.state == "closing":
-            protocol.closeGracefully(1000, None)
-            return
-        self.state = "open"
+        self._failures = 0
         self._openedAt = self.reactor.seconds()
         handler = self.handler
         handler.protocol = protocol
         handler.stats.opens += 1
+        waiters, self._openWaiters = self._openWaiters, []
         _log.info("txheartbeat: open to {url}", url=self.safeURL)
         handler._fire("onOpen")
-        handler._flush(protocol)
-        waiters, self._openWaiters = self._openWaiters, []
+        if handler.protocol is protocol:
+            handler._flush(protocol)
         for d in waiters:
             d.callback(handler)
 
-    def _closed(
-        self, protocol: HeartbeatClientProtocol, wasClean: bool, code: Optional[int], reason: Optional[str]
-    ) -> None:
+    def _connectionLost(self, protocol: HeartbeatClientProtocol) -> None:
+        if self.reactor.seconds() - self._openedAt >= self.minUptime:
+            self.resetDelay()
+        self._reportClose(protocol)
+        if self.state == State.DISCONNECTED:
+            self._decide()
+
+    def _handshakeLost(self, protocol: HeartbeatClientProtocol) -> None:
+        reason = protocol.lostReason or Failure(ConnectionDone())
+        if protocol.failure is not None:
+            failure = protocol.failure
+        elif reason.check(ConnectionDone):
+            failure = Failure(HandshakeError("the server closed the connection during the opening handshake"))
+        else:
+            failure = reason
+        self._attemptFailed(failure)
+
+    def _attemptFailed(self, failure: Failure) -> None:
+        self._pendingD = None
+        self._addresses = []
+        self._failures += 1
+        self.handler._fire("onError", failure)
+        if self.state != State.DISCONNECTED:
+            return  # a hook closed (or restarted) the client
+        if failure.check(TLSRequired):
+            self._event(Event.GIVE_UP, failure.value)
+        else:
+            self._decide()
+
+    def _decide(self) -> None:
+        if self.maxRetries is not None and self._failures > self.maxRetries:
+            _log.warn(
+                "txheartbeat: giving up on {url} after {n} failed attempt(s) in a row",
+                url=self.safeURL,
+                n=self._failures,
+            )
+            self._event(Event.GIVE_UP, GaveUp(self._failures))
+        else:
+            self._event(Event.RETRY)
+
+    def _scheduleRetry(self) -> None:
+        self.retries += 1
+        delay = self.delay = float(self.retryPolicy(self.retries))
+        self.handler.stats.reconnects += 1
+        _log.info(
+            "txheartbeat: reconnecting to {url} in {delay:.3f} s (attempt {attempt})",
+            url=self.safeURL,
+            delay=delay,
+            attempt=self.retries,
+        )
+        self._callID = self.clock.callLater(delay, self._timerFired)
+        self.handler._fire("onReconnect", self.retries, delay)
+
+    def _timerFired(self) -> None:
+        self._callID = None
+        self._event(Event.TIMER)
+
+    def _openTimerFired(self) -> None:
+        self._openTimer = None
+        self._event(Event.OPEN_TIMEOUT)
+
+    def _openTimedOut(self) -> None:
+        phase = {
+            State.PREPARING: "prepare",
+            State.CONNECTING: "TCP connect",
+            State.HANDSHAKING: "opening handshake",
+        }[self.state]
+        failure = Failure(OpenTimeout(self.openTimeout, phase))
+        if self._protocol is not None:
+            self._protocol.abort(failure)  # the loss follows: _handshakeLost
+        else:
+            self._cancelAttempt()
+            self._event(Event.CONNECT_FAILED, failure)
+
+    def _abortHandshake(self, code: int, reason: Optional[str]) -> None:
+        if self._protocol is not None:
+            self._protocol.abort()
+
+    def _closeOpen(self, code: int, reason: Optional[str]) -> None:
+        if self._protocol is not None:
+            self._protocol.closeGracefully(code, reason)
+
+    def _deadPeer(self, failure: Failure) -> None:
+        self.handler.stats.deadPeers += 1
+        _log.info("txheartbeat: {why} ({url})", why=failure.getErrorMessage(), url=self.safeURL)
+
+    def _closedLost(self, protocol: HeartbeatClientProtocol) -> None:
+        waiters = self._takeWaiters()
+        if protocol.opened:
+            self._reportClose(protocol)
+        self._fireWaiters(waiters, None)
+
+    def _cancelAttemptAndFinish(self, *args: Any) -> None:
+        self._cancelAttempt()
+        self._finish()
+
+    def _finish(self, *args: Any) -> None:
+        self._fireWaiters(self._takeWaiters(), None)
+
+    def _giveUp(self, error: Exception) -> None:
+        waiters = self._takeWaiters()
+        self.handler._fire("onGiveUp")
+        self._fireWaiters(waiters, error)
+
+    # Helpers -------------------------------------------------------------------------
+
+    def _still(self, attemptId: int, event: Event, value: Any) -> None:
+        """Deliver a Deferred's result, unless its attempt was cancelled or superseded."""
+        if attemptId == self._attemptId:
+            self._event(event, value)
+
+    def _startAttempt(self) -> None:
+        self._attemptId += 1
+        self.continueTrying = 1
+        self.handler.stats.attempts += 1
+        self._openTimer = self.clock.callLater(self.openTimeout, self._openTimerFired)
+        _log.debug("txheartbeat: connecting to {url}", url=self.safeURL)
+
+    def _resetCounts(self) -> None:
+        self.resetDelay()
+        self._failures = 0
+        self._attemptNo = 0
+
+    def _apply(self, preparation: Preparation) -> None:
+        """Set this attempt's URL and headers from what ``prepare`` returned."""
+        if preparation is None:
+            return
+        if isinstance(preparation, str):
+            url, extra = preparation, None
+        elif isinstance(preparation, Mapping):
+            url, extra = None, preparation
+        elif isinstance(preparation, tuple) and len(preparation) == 2:
+            url, extra = preparation
+        else:
+            raise TypeError(f"prepare() must return None, a URL, headers or (url, headers), got {preparation!r}")
+        url, headers = self._splitCredentials(url or self._baseURL, self._baseHeaders)
+        self._checkURL(url)
+        headers.update(extra or {})
+        secure = self.isSecure
+        self.setSessionParameters(url, self.origin, self.protocols, self.useragent, headers, self.proxy)
+        self.safeURL = redactURL(url)
+        if self.isSecure != secure or self.isSecure:
+            self._setTLS()
+
+    def _resolve(self, host: str, port: int) -> None:
+        resolver = IReactorPluggableNameResolver(self.reactor, None)
+        if isIPAddress(host) or isIPv6Address(host) or resolver is None:
+            self._connectTo(host)
+            return
+        attemptId = self._attemptId
+        resolution = _Resolution()
+        resolver.nameResolver.resolveHostName(resolution, host, port)
+
+        def resolved(addresses: List[str]) -> None:
+            if attemptId != self._attemptId:
+                return
+            if not addresses:
+                self._event(Event.CONNECT_FAILED, Failure(DNSLookupError(f"no address for {host}")))
+                return
+            self._addresses = addresses[1:]
+            self._connectTo(addresses[0])
+
+        resolution.done.addCallback(resolved)
+
+    def _connectTo(self, address: str) -> None:
+        port = self.proxy["port"] if self.proxy is not None else self.port
+        self._dialing = True
+        try:
+            # No connector timeout: openTimeout covers the whole attempt.
+            if self.isSecure and self.proxy is None:
+                self.reactor.connectSSL(address, port, self, self.contextFactory, timeout=None)
+            else:
+                self.reactor.connectTCP(address, port, self, timeout=None)
+        finally:
+            self._dialing = False
+
+    def _connectWith(self, connector: IConnector) -> None:
+        self._dialing = True
+        try:
+            self._current = connector
+            connector.connect()
+        finally:
+            self._dialing = False
+
+    def _cancelAttempt(self) -> None:
+        """Stop the attempt under way; whatever it reports later is ignored."""
+        self._attemptId += 1
+        self._addresses = []
+        pending, self._pendingD = self._pendingD, None
+        if pending is not None:
+            pending.addErrback(lambda f: None)
+            pending.cancel()
+        connector, self._current = self._current, None
+        if connector is not None:
+            try:
+                connector.stopConnecting()
+            except (NotConnectingError, RuntimeError):
+                pass
+
+    def _reportClose(self, protocol: HeartbeatClientProtocol) -> None:
         handler = self.handler
         if handler.protocol is protocol:
             handler.protocol = None
-        if not protocol.opened:
-            return
-        if self.reactor.seconds() - self._openedAt >= self.minUptime:
-            self.resetDelay()
-        if self.state == "open":
-            self.state = "disconnected"  # until clientConnectionLost schedules a retry
         if protocol.failure is not None:
             handler._fire("onError", protocol.failure)
+        wasClean, code, reason = protocol.closeInfo
         _log.info("txheartbeat: closed (clean={clean}, code={code})", clean=wasClean, code=code)
         handler._fire("onClose", wasClean, code, reason)
 
-    # Internals ------------------------------------------------------------------------
-
-    def _reconnect(self, connector: IConnector) -> None:
-        self._callID = None
-        connector.connect()
-
-    def _openTimeout(self) -> None:
-        self._openTimeoutCall = None
-        protocol = self._protocol
-        phase = "opening handshake" if protocol is not None else "TCP connect"
-        self._openTimedOut = Failure(OpenTimeout(self.openTimeout, phase))
-        if protocol is not None:
-            protocol.abort(self._openTimedOut)
-        elif self.connector is not None:
-            self.connector.stopConnecting()
-
-    def _cancelOpenTimeout(self) -> None:
-        if self._openTimeoutCall is not None:
-            self._openTimeoutCall.cancel()
-            self._openTimeoutCall = None
+    def _takeWaiters(self) -> Tuple[List[Deferred[HeartbeatHandler]], List[Deferred[None]]]:
+        """Take the waiters of the run that is ending, so a hook that starts a new run gets fresh lists."""
+        self.continueTrying = 0
+        waiters = (self._openWaiters, self._closeWaiters)
+        self._openWaiters, self._closeWaiters = [], []
+        return waiters
 
     @staticmethod
-    def _handshakeFailure(reason: Failure) -> Failure:
-        if reason.check(ConnectionDone):
-            return Failure(HandshakeError("the server closed the connection during the opening handshake"))
-        return reason
-
-    def _giveUp(self, error: Exception) -> None:
-        self.state = "gaveup"  # before the hook: send() in onGiveUp must raise
-        self.handler._fire("onGiveUp")
-        self._finish("gaveup", error)
-
-    def _finish(self, state: str, error: Optional[Exception] = None) -> None:
-        self.state = state
-        self.continueTrying = 0
-        self._cancelOpenTimeout()
-        if self._callID is not None:
-            self._callID.cancel()
-            self._callID = None
-        waiters, self._openWaiters = self._openWaiters, []
-        for d in waiters:
+    def _fireWaiters(
+        waiters: Tuple[List[Deferred[HeartbeatHandler]], List[Deferred[None]]], error: Optional[Exception]
+    ) -> None:
+        opens, closes = waiters
+        for d in opens:
             d.errback(error or NotConnected("close() was called before the connection opened"))
-        closers, self._closeWaiters = self._closeWaiters, []
-        for c in closers:
+        for c in closes:
             c.callback(None)
+
+    # Called by the protocol --------------------------------------------------------
+
+    def _protocolOpened(self, protocol: HeartbeatClientProtocol) -> None:
+        if protocol is self._protocol:
+            self._event(Event.OPENED, protocol)
+
+    def _protocolDead(self, protocol: HeartbeatClientProtocol, failure: Failure) -> None:
+        if protocol is self._protocol:
+            self._event(Event.DEAD_PEER, failure)
+
+    def _protocolLost(self, protocol: HeartbeatClientProtocol) -> None:
+        if protocol is not self._protocol:
+            return
+        self._protocol = None
+        self._current = None
+        self._event(Event.LOST, protocol)
+
+    def _tcpUp(self, protocol: HeartbeatClientProtocol) -> None:
+        self._protocol = protocol
+        self._addresses = []
 
 
 def connect(
@@ -522,11 +863,13 @@ def connect(
 
     Builds a :class:`HeartbeatClientFactory` with ``options`` and starts it.
     ``wss://`` certificates are verified for the URL's host unless a
-    ``contextFactory`` is given.
+    ``contextFactory`` is given.  A handler that was closed for good or gave
+    up may be connected again.
 
     :returns: a Deferred that fires with ``handler`` at the first open, or
         fails with :class:`GaveUp` (retries exhausted) or
-        :class:`NotConnected` (``handler.close()`` came first).
+        :class:`NotConnected` (``handler.close()`` came first); cancelling
+        it closes the client for good (``CancelledError``).
     """
     factory = HeartbeatClientFactory(url, handler, reactor=reactor, **options)
     return factory.connect(contextFactory)

@@ -71,8 +71,11 @@ class SendQueueFull(HeartbeatError):
 
 
 class GaveUp(HeartbeatError):
-    """Reconnecting stopped because ``maxRetries`` attempts failed in a row."""
+    """
+    Reconnecting stopped because ``attempts`` attempts failed in a row
+    (``maxRetries + 1``: the first attempt and every retry).
+    """
 
     def __init__(self, attempts: int) -> None:
-        super().__init__(f"gave up after {attempts} failed reconnect attempt(s)")
+        super().__init__(f"gave up after {attempts} failed attempt(s) in a row")
         self.attempts = attempts

@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 Message = Union[str, bytes]
 
 _log = Logger(namespace="txheartbeat")
+#: Factory states in which send() raises instead of queueing (nothing would ever send or hand back the message).
+_NOT_SENDING = frozenset({"closing", "closed", "gaveup"})
 
 
 def encodeMessage(data: Message) -> Tuple[bytes, bool]:
@@ -67,8 +69,10 @@ class HeartbeatHandler:
     ``onReconnect``.  An exception raised by a hook is logged and otherwise
     ignored: it never stops the heartbeat or the reconnect loop.
 
-    A handler belongs to one factory.  ``send()`` and ``close()`` work in
-    every state; see their docstrings.
+    A handler belongs to one factory at a time; once that factory is closed
+    for good or gave up, the handler may be connected again (its stats carry
+    on).  ``send()`` and ``close()`` work in every state; see their
+    docstrings.
     """
 
     #: the current native protocol instance, or ``None`` between connections
@@ -121,8 +125,10 @@ class HeartbeatHandler:
 
         While open it goes out at once.  Otherwise it joins a FIFO queue
         flushed right after the next ``onOpen`` returns; a full queue raises
-        :class:`SendQueueFull`, and with ``sendQueueSize=0`` (or after a final
-        :meth:`close`) :class:`NotConnected` is raised instead.
+        :class:`SendQueueFull`, and with ``sendQueueSize=0``, or once
+        :meth:`close` was called (while the close handshake runs, in
+        ``onClose`` and after), or after a give-up, :class:`NotConnected`
+        is raised instead.
 
         :raises TypeError: for anything but ``str`` or ``bytes``.
         """
@@ -132,8 +138,8 @@ class HeartbeatHandler:
             return
         encodeMessage(data)  # type-check before queueing
         factory = self.factory
-        if factory is not None and factory.finished:
-            raise NotConnected("the client was closed; this message was not sent")
+        if factory is not None and factory.state in _NOT_SENDING:
+            raise NotConnected(f"the client is {factory.state} (close() was called or it gave up); not sent")
         if self._queueSize == 0:
             raise NotConnected("not connected and sendQueueSize=0; the message was not sent")
         queue = self._queue
@@ -171,8 +177,12 @@ class HeartbeatHandler:
     # Used by the factory ---------------------------------------------------
 
     def _attach(self, factory: HeartbeatClientFactory, queueSize: int) -> None:
-        if self.factory is not None and self.factory is not factory:
-            raise ValueError("this handler already belongs to another factory; make one handler per client")
+        old = self.factory
+        if old is not None and old is not factory and not old.finished:
+            raise ValueError(
+                f"this handler belongs to a factory that is {old.state}: "
+                "close() it first, or make one handler per client"
+            )
         self.factory = factory
         self._queueSize = queueSize
 

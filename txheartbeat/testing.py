@@ -9,16 +9,30 @@ two ends when the reactor is pumped; :meth:`MemoryReactor.advance` moves the
 clock from timer to timer and pumps after each, like a real event loop on a
 zero-latency network.  Nothing touches a socket or the global reactor.
 
+TLS is simulated, not performed: transports of ``connectSSL`` connections
+provide ``ISSLTransport`` (so ``wss://`` clients open) and every transport
+has a ``startTLS`` that records its context factory and turns it secure.
+No certificate is checked and bytes cross in clear.
+
+Names resolve synchronously through the reactor's ``nameResolver``: IP
+literals answer themselves, other names come from
+:attr:`MemoryReactor.hosts` (``[]`` for a name that does not resolve), and a
+name not listed resolves to ``127.0.0.1`` as with Twisted's ``MemoryReactor``, so
+``HostnameEndpoint`` and friends work without threads or DNS.  Connectors
+and links to IPv6 literals report ``IPv6Address`` addresses.
+
 :class:`RecordingHandler` is a :class:`~txheartbeat.HeartbeatHandler` that
 records every hook call, for assertions on order and timing.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.internet.address import IPv4Address
+from OpenSSL import SSL
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import (
     ConnectionAborted,
     ConnectionDone,
@@ -27,11 +41,21 @@ from twisted.internet.error import (
     NotConnectingError,
     UserError,
 )
-from twisted.internet.interfaces import IConnector
+from twisted.internet.interfaces import (
+    IAddress,
+    IConnector,
+    IConsumer,
+    IHostnameResolver,
+    IHostResolution,
+    IPushProducer,
+    IResolutionReceiver,
+    ISSLTransport,
+)
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer, implementer_only
 
 from ._handler import HeartbeatHandler
 from ._protocol import ExactTimer
@@ -130,11 +154,34 @@ def echoServerFactory(protocol: type = EchoServerProtocol, **options: Any) -> We
     return factory
 
 
+_Address = Union[IPv4Address, IPv6Address]
+
+
+def _address(host: str, port: int, kind: Any = "TCP") -> _Address:
+    # Like tcp.Connector: an IPv6 literal gets an IPv6Address, anything else an IPv4Address.
+    return (IPv6Address if isIPv6Address(host) else IPv4Address)(kind, host, port)
+
+
+def _isIPLiteral(host: str) -> bool:
+    return isIPAddress(host) or isIPv6Address(host)
+
+
 class _MemoryTransport(StringTransport):
-    def __init__(self, link: MemoryLink, host: IPv4Address, peer: IPv4Address) -> None:
+    def __init__(self, link: MemoryLink, host: _Address, peer: _Address) -> None:
         super().__init__(hostAddress=host, peerAddress=peer)
         self._link = link
         self.closeRequest: Optional[bool] = None  # None, False (lose) or True (abort)
+        #: the context factory given to :meth:`startTLS`, or None
+        self.tlsContextFactory: Any = None
+
+    def startTLS(self, contextFactory: Any) -> None:
+        """Record ``contextFactory`` and provide ``ISSLTransport`` from now on, as Twisted's ``startTLS`` does."""
+        self.tlsContextFactory = contextFactory
+        alsoProvides(self, ISSLTransport)
+
+    def getPeerCertificate(self) -> None:
+        """None: the in-memory peer presents no certificate."""
+        return None
 
     def loseConnection(self) -> None:
         if self.closeRequest is None:
@@ -152,6 +199,23 @@ class _MemoryTransport(StringTransport):
         pass
 
 
+# The type-ignore: connected/disconnecting are bools here, ints in ProtocolWrapper; ours win.
+@implementer_only(ISSLTransport, IConsumer, IPushProducer)
+class _MemorySSLTransport(_MemoryTransport, TLSMemoryBIOProtocol):  # type: ignore[misc]
+    """
+    The transport at either end of a ``connectSSL`` connection.
+
+    Autobahn reads the TLS channel id of every ``ISSLTransport`` and insists
+    that it be a ``TLSMemoryBIOProtocol`` whose handle is an OpenSSL
+    ``Connection``, so this is one in name only: every method that matters
+    comes from :class:`_MemoryTransport`, and the handle never handshakes
+    (Autobahn then reports the all-zero channel id of an unfinished handshake).
+    """
+
+    def getHandle(self) -> SSL.Connection:
+        return SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+
+
 class MemoryLink:
     """
     One in-memory TCP connection between a client and a server protocol.
@@ -166,10 +230,12 @@ class MemoryLink:
         self.connector = connector
         self.client = client
         self.server = server
-        clientAddr = IPv4Address("TCP", "127.0.0.1", 50000 + len(reactor.links))
-        serverAddr = IPv4Address("TCP", connector.host, connector.port)
-        self.clientTransport = _MemoryTransport(self, clientAddr, serverAddr)
-        self.serverTransport = _MemoryTransport(self, serverAddr, clientAddr)
+        serverAddr = connector.getDestination()
+        clientHost = "::1" if isinstance(serverAddr, IPv6Address) else "127.0.0.1"
+        clientAddr = _address(clientHost, 50000 + len(reactor.links))
+        transport = _MemorySSLTransport if connector.secure else _MemoryTransport
+        self.clientTransport = transport(self, clientAddr, serverAddr)
+        self.serverTransport = transport(self, serverAddr, clientAddr)
         self.toServer = True
         self.toClient = True
         self.connected = True
@@ -274,8 +340,47 @@ class MemoryConnector:
         self.state = "disconnected"
         self.factory.clientConnectionLost(self, reason)
 
-    def getDestination(self) -> IPv4Address:
-        return IPv4Address("TCP", self.host, self.port)
+    def getDestination(self) -> _Address:
+        return _address(self.host, self.port)
+
+
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass  # already complete when the caller gets it
+
+
+@implementer(IHostnameResolver)
+class _MemoryNameResolver:
+    """Resolves IP literals and the names in :attr:`MemoryReactor.hosts`, synchronously."""
+
+    def __init__(self, reactor: MemoryReactor) -> None:
+        self._reactor = reactor
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Optional[Sequence[Type[IAddress]]] = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        hosts = [hostName] if _isIPLiteral(hostName) else self._reactor.hosts.get(hostName, ["127.0.0.1"])
+        for host in hosts:
+            if not _isIPLiteral(host):
+                raise ValueError(f"MemoryReactor.hosts[{hostName!r}] must list IP literals, got {host!r}")
+        wanted = (IPv4Address, IPv6Address) if addressTypes is None else tuple(addressTypes)
+        resolution = _Resolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        for host in hosts:
+            address = _address(host, portNumber, transportSemantics)
+            if isinstance(address, wanted):
+                resolutionReceiver.addressResolved(address)
+        resolutionReceiver.resolutionComplete()
+        return resolution
 
 
 class MemoryReactor(MemoryReactorClock):
@@ -284,12 +389,18 @@ class MemoryReactor(MemoryReactorClock):
 
     ``connectTCP``/``connectSSL`` start an attempt that waits in
     :attr:`pending` until the test calls :meth:`accept` or :meth:`refuse`.
+    ``nameResolver`` answers synchronously from IP literals and :attr:`hosts`
+    (``installNameResolver`` replaces it).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.pending: List[MemoryConnector] = []
         self.links: List[MemoryLink] = []
+        #: name -> IP literals it resolves to, in order (``[]``: no address, a DNS failure);
+        #: names not listed resolve to ``127.0.0.1``, as with Twisted's ``MemoryReactor``
+        self.hosts: Dict[str, List[str]] = {"localhost": ["127.0.0.1"]}
+        self.nameResolver = _MemoryNameResolver(self)
 
     def connectTCP(
         self, host: str, port: int, factory: Any, timeout: Any = 30, bindAddress: Any = None
