@@ -22,6 +22,7 @@ from ._errors import (
 from ._handler import HeartbeatHandler, HeartbeatStats
 from ._heartbeat import Heartbeat
 from ._server import HeartbeatServerFactory, HeartbeatServerProtocol
+from ._service import HeartbeatClientService
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "Heartbeat",
     "HeartbeatClientFactory",
     "HeartbeatClientProtocol",
+    "HeartbeatClientService",
     "HeartbeatError",
     "HeartbeatHandler",
     "HeartbeatServerFactory",
