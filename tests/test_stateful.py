@@ -55,12 +55,28 @@ def checkHookOrder(names: List[str]) -> None:
             assert not open_, names
 
 
+class ReentrantHandler(RecordingHandler):
+    """Runs ``plan = (hook, action)`` once, from inside that hook: close(), send() or connect() re-entrantly."""
+
+    def __init__(self, clock, machine) -> None:
+        super().__init__(clock)
+        self.machine = machine
+        self.plan = None
+
+    def _record(self, name, *args):
+        super()._record(name, *args)
+        if self.plan is not None and self.plan[0] == name:
+            _, action = self.plan
+            self.plan = None
+            self.machine.reentrant(action)
+
+
 class ClientMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         Server.received = []
         self.reactor = MemoryReactor()
-        self.handler = RecordingHandler(self.reactor)
+        self.handler = ReentrantHandler(self.reactor, self)
         self.factory = HeartbeatClientFactory(
             "ws://127.0.0.1:9000/",
             self.handler,
@@ -73,13 +89,14 @@ class ClientMachine(RuleBasedStateMachine):
             sendQueueSize=5,
             minUptime=2.0,
         )
-        self.factory.connect().addErrback(lambda f: None)  # GaveUp/NotConnected are expected here
+        self.connectD = self.factory.connect().addErrback(lambda f: None)  # GaveUp/NotConnected/CancelledError
         self.counter = 0
         self.queued: List[bytes] = []  # accepted by send() while not open
         self.direct: List[bytes] = []  # handed to an open connection
         self.refused: List[bytes] = []
         self.handedBack: List[bytes] = []
         self.partitioned = False
+        self.maybe: List[bytes] = []  # sent from inside a hook: delivered or handed back, or refused
 
     # Network -------------------------------------------------------------------
 
@@ -149,6 +166,44 @@ class ClientMachine(RuleBasedStateMachine):
         self.handedBack += [m.encode() for m in self.handler.close()]
         self.reactor.flush()
 
+    @rule()
+    def cancel(self):
+        self.connectD.cancel()  # before the first open: a final close; after it: nothing
+        self.reactor.flush()
+
+    @precondition(lambda self: self.factory.finished)
+    @rule()
+    def restart(self):
+        self.connectD = self.factory.connect().addErrback(lambda f: None)
+        self.reactor.flush()
+
+    @rule(
+        hook=st.sampled_from(["onOpen", "onClose", "onError", "onReconnect", "onGiveUp", "onMessage"]),
+        action=st.sampled_from(["close", "send", "connect"]),
+    )
+    def actInsideHook(self, hook, action):
+        self.handler.plan = (hook, action)
+
+    def reentrant(self, action):
+        if action == "close":
+            self.handedBack += [m.encode() for m in self.handler.close()]
+        elif action == "send":
+            self.counter += 1
+            message = f"m{self.counter}"
+            try:
+                self.handler.send(message)
+                self.maybe.append(message.encode())
+            except (SendQueueFull, NotConnected):
+                self.refused.append(message.encode())
+        elif self.factory.finished:
+            self.connectD = self.factory.connect().addErrback(lambda f: None)
+        else:
+            try:
+                self.factory.connect()
+                raise AssertionError("connect() on a running client must raise")
+            except RuntimeError:
+                pass
+
     # Invariants ------------------------------------------------------------------
 
     @invariant()
@@ -156,7 +211,7 @@ class ClientMachine(RuleBasedStateMachine):
         links, pending = len(self.reactor.links), len(self.reactor.pending)
         retry = self.factory._callID is not None
         assert links + pending + retry <= 1, (links, pending, retry)
-        if not self.factory.finished and self.factory.state != "closing":
+        if self.factory.state not in ("closed", "gaveup", "closing", "disconnected"):
             assert links + pending + retry == 1, (self.factory.state, links, pending, retry)
 
     @invariant()
@@ -176,6 +231,7 @@ class ClientMachine(RuleBasedStateMachine):
                 assert abs(event[2].idle - (PING + PONG)) < 1e-6
 
     def teardown(self):
+        self.handler.plan = None  # a connect() planned for onClose would (rightly) start the client again
         self.handedBack += [m.encode() for m in self.handler.close()]
         self.reactor.advance(10)
         assert self.factory.finished
@@ -187,6 +243,7 @@ class ClientMachine(RuleBasedStateMachine):
             assert message in received, message
         for message in self.refused:
             assert message not in received
+        assert len(Server.received) == len(set(Server.received)), "a message was delivered twice"
 
 
 ClientMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=50, deadline=None)
