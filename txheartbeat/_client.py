@@ -138,6 +138,18 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         self.failure = Failure(HandshakeError(reason, status))
         super().failHandshake(reason)
 
+    def failProxyConnect(self, reason: str) -> None:
+        # Autobahn only drops the connection (ConnectionAborted); keep the
+        # proxy's answer.  self.data still holds it: Autobahn trims it on success only.
+        status: Optional[int] = None
+        if reason.startswith("HTTP proxy connect failed"):
+            try:
+                status = int(self.data.split(b"\r\n", 1)[0].split()[1])
+            except (IndexError, ValueError):
+                status = None
+        self.failure = Failure(HandshakeError(reason, status))
+        super().failProxyConnect(reason)
+
     # HeartbeatMixin notifications --------------------------------------------
 
     def heartbeatSent(self) -> None:

@@ -30,10 +30,12 @@ class OpenTimeout(HeartbeatError):
 
 class HandshakeError(HeartbeatError):
     """
-    The server refused or botched the WebSocket upgrade.
+    The server refused or botched the WebSocket upgrade, or an HTTP proxy
+    refused the ``CONNECT`` (``proxy=``).
 
     ``status`` is the HTTP status code when the server answered with one
-    other than 101 (e.g. 503), else ``None``.
+    other than 101 (e.g. 503), or the proxy with one outside 2xx (e.g. 407),
+    else ``None``.
     """
 
     def __init__(self, reason: str, status: Optional[int] = None) -> None:
