@@ -1,10 +1,14 @@
 """Unit tests for the heartbeat-aware server on the in-memory reactor."""
 
-from typing import List
+from contextlib import contextmanager
+from typing import Iterator, List
 
 import pytest
+from autobahn.websocket.types import ConnectionRequest
+from twisted.logger import globalLogPublisher
 
 from txheartbeat import HeartbeatClientFactory, HeartbeatServerFactory, HeartbeatServerProtocol, HeartbeatTimeout
+from txheartbeat._protocol import redactHeaders
 from txheartbeat.testing import RecordingHandler
 
 from .conftest import URL
@@ -147,3 +151,93 @@ def test_server_bad_options(kwargs):
     """Bad server options raise ValueError at construction."""
     with pytest.raises(ValueError):
         HeartbeatServerFactory(**kwargs)
+
+
+@contextmanager
+def loggedFailures() -> Iterator[List[object]]:
+    """Collect the failures logged (by anyone) inside the block."""
+    failures: List[object] = []
+
+    def observe(event):
+        if "log_failure" in event:
+            failures.append(event["log_failure"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield failures
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+def test_heartbeat_while_closing_dropped(reactor, handler, server):
+    """A client heartbeat that crosses the server's close frame is dropped, not answered and not forwarded."""
+    client(reactor, handler, pingInterval=None, initialDelay=100, maxDelay=100)
+    link = reactor.accept(server(pingInterval=None))
+    link.server.closeGracefully(1000, "bye")
+    handler.send("heartbeat")  # the client has not seen the close frame yet
+    closeFrame = link.serverTransport.value()
+    sentBefore = link.bytesToClient
+    with loggedFailures() as failures:
+        reactor.flush()  # Autobahn delivers data messages in STATE_CLOSING too
+    assert failures == []
+    assert link.bytesToClient - sentBefore == len(closeFrame)
+    assert AppServer.messages == []
+    assert handler.events[1:] == [(0.0, "onClose", True, 1000, "bye"), (0.0, "onReconnect", 1, 100.0)]
+    handler.close()
+    assert reactor.getDelayedCalls() == []
+
+
+def test_heartbeat_after_leave_timed_out_dropped(reactor, handler, server):
+    """A heartbeat sent as requestLeave() times out meets a closing server and is dropped silently."""
+    client(reactor, handler, pingInterval=3, pongTimeout=10, pingMessage="heartbeat", initialDelay=100, maxDelay=100)
+    factory = server(pingInterval=None, leaveTimeout=3)
+    link = reactor.accept(factory)
+    link.server.requestLeave()
+    with loggedFailures() as failures:
+        reactor.advance(3)  # the client's heartbeat and the server's close go out at the same instant
+    assert failures == []
+    assert handler.stats.heartbeatsSent == 1
+    assert AppServer.messages == []
+    # The close frame is the only answer the heartbeat gets: no "heartbeat" message follows it.
+    assert handler.events == [
+        (0.0, "onOpen"),
+        (0.0, "onMessage", b"close", False),
+        (3.0, "onHeartbeat", 0.0),
+        (3.0, "onClose", True, 1000, "asked to leave"),
+        (3.0, "onReconnect", 1, 100.0),
+    ]
+    assert factory.clients == set()
+    handler.close()
+    assert reactor.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize(
+    "value, redacted",
+    [
+        (
+            b"GET / HTTP/1.1\r\nAuthorization: Basic abc\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/1.1\r\nAuthorization: <redacted>\r\nHost: h\r\n\r\n",
+        ),
+        (
+            "GET /\nproxy-AUTHORIZATION:Basic abc\n folded\nHost: h\n",
+            "GET /\nproxy-AUTHORIZATION: <redacted>\nHost: h\n",
+        ),
+        ("X-Authorization-Hint: none\r\n", "X-Authorization-Hint: none\r\n"),
+        ({"authorization": "Basic abc", "host": "h"}, {"authorization": "<redacted>", "host": "h"}),
+        ({"Proxy-Authorization": "Basic abc"}, {"Proxy-Authorization": "<redacted>"}),
+        (42, 42),
+    ],
+    ids=["raw request", "any case, folded", "look-alike name", "header dict", "dict, any case", "anything else"],
+)
+def test_redact_headers(value, redacted):
+    """Secret header values are replaced in raw requests (any case, folded lines too) and header dicts, nothing else."""
+    assert redactHeaders(value) == redacted
+
+
+def test_redact_connection_request():
+    """A ConnectionRequest is redacted as a copy; the one onConnect gets keeps its credentials."""
+    request = ConnectionRequest("peer", {"authorization": "Basic YWxpY2U6czNjcmV0"}, "h", "/", {}, 13, None, [], [])
+    redacted = redactHeaders(request)
+    assert redacted.headers == {"authorization": "<redacted>"}
+    assert "YWxpY2U6czNjcmV0" not in str(redacted)
+    assert request.headers == {"authorization": "Basic YWxpY2U6czNjcmV0"}

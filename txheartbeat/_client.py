@@ -35,7 +35,15 @@ from ._errors import GaveUp, HandshakeError, NotConnected, OpenTimeout, TLSRequi
 from ._handler import HeartbeatHandler, Message, encodeMessage
 from ._heartbeat import checkInterval
 from ._lifecycle import ATTEMPTING, FINAL, TRANSITIONS, Event, State
-from ._protocol import AUTOPING_OPTIONS, ExactTimer, HeartbeatMixin, PingMessage, autobahnOptions, redactURL
+from ._protocol import (
+    AUTOPING_OPTIONS,
+    ExactTimer,
+    HandshakeLog,
+    HeartbeatMixin,
+    PingMessage,
+    autobahnOptions,
+    redactURL,
+)
 
 _log = Logger(namespace="txheartbeat")
 
@@ -98,6 +106,13 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
             )
             self.transport.abortConnection()
             return
+        # Autobahn sends the opening handshake from inside connectionMade and
+        # logs it at debug level ("sent HTTP request"; as hex with logOctets),
+        # the Authorization header made from URL user info included.  Redact
+        # until open, and dump no octets until then.
+        self._logOctets = getattr(self, "logOctets", factory.logOctets)
+        self.logOctets = False
+        self.log = HandshakeLog(self.log)
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -111,6 +126,9 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     # Autobahn's internal entry points (user overrides of on* stay safe) -----
 
     def _onOpen(self) -> None:
+        if isinstance(self.log, HandshakeLog):
+            self.log = self.log.wrapped
+            self.logOctets = self._logOctets
         factory = self.factory
         self.opened = True
         self.startHeartbeat(factory.pingInterval, factory.pongTimeout, factory.pingMessage)

@@ -7,13 +7,17 @@ and aborting with a reason.  The liveness rules themselves live in
 
 from __future__ import annotations
 
+import copy
+import re
 import struct
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
+from txaio.interfaces import log_levels
 
 from ._errors import HeartbeatTimeout, ProtocolError
 from ._handler import encodeMessage
@@ -71,6 +75,59 @@ def redactURL(url: str) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+#: request headers whose values never reach the log
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
+# Such a header line in a raw request, folded continuation lines included.
+_SECRET_LINE = r"(?im)^((?:proxy-)?authorization[ \t]*:)[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*"
+_SECRET_LINE_TEXT = re.compile(_SECRET_LINE)
+_SECRET_LINE_BYTES = re.compile(_SECRET_LINE.encode("ascii"))
+_REDACTED = "<redacted>"
+
+
+def redactHeaders(value: Any) -> Any:
+    """
+    Return ``value`` with the values of secret request headers replaced.
+
+    Understands what Autobahn logs of an opening handshake: the raw request
+    (``bytes`` or ``str``), the parsed header ``dict`` and a
+    ``ConnectionRequest`` (copied, never changed); anything else is returned
+    as it is.
+    """
+    if isinstance(value, bytes):
+        return _SECRET_LINE_BYTES.sub(rb"\1 " + _REDACTED.encode("ascii"), value)
+    if isinstance(value, str):
+        return _SECRET_LINE_TEXT.sub(r"\1 " + _REDACTED, value)
+    if isinstance(value, dict):
+        return {k: _REDACTED if isinstance(k, str) and k.lower() in _SECRET_HEADERS else v for k, v in value.items()}
+    if isinstance(value, ConnectionRequest):
+        request = copy.copy(value)
+        request.headers = redactHeaders(value.headers)
+        return request
+    return value
+
+
+class HandshakeLog:
+    """
+    A txaio logger whose events have secret request headers redacted.
+
+    Stands in for an Autobahn protocol's ``log`` during the opening
+    handshake, which Autobahn logs in full at debug level.
+    """
+
+    def __init__(self, log: Any) -> None:
+        self.wrapped = log
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.wrapped, name)
+        if name != "failure" and name not in log_levels:
+            return method
+
+        def emit(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **{key: redactHeaders(value) for key, value in kwargs.items()})
+
+        return emit
 
 
 class HeartbeatMixin:

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 
 from ._handler import Message, encodeMessage
 from ._heartbeat import checkInterval
-from ._protocol import AUTOPING_OPTIONS, ExactTimer, HeartbeatMixin, autobahnOptions
+from ._protocol import AUTOPING_OPTIONS, ExactTimer, HandshakeLog, HeartbeatMixin, autobahnOptions
 
 _log = Logger(namespace="txheartbeat")
 
@@ -36,26 +36,39 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
     """
 
     factory: HeartbeatServerFactory
+    #: Autobahn copies it from the factory at connectionMade (annotation only: no class default)
+    logOctets: bool
     _leaveCall: Optional[IDelayedCall] = None
+    _logOctets = False
 
     def connectionMade(self) -> None:
         self.clock = self.factory.reactor
         self.closeTimeout = self.factory.closeTimeout
         super().connectionMade()
+        # At debug level Autobahn logs the client's request three times over
+        # (raw, as a header dict, in the default onConnect), and with
+        # logOctets as hex, which cannot be redacted reliably: credentials
+        # included.  Redact until open, and dump no octets until then.
+        self.log = HandshakeLog(self.log)
+        self._logOctets, self.logOctets = self.logOctets, False
 
     def _onOpen(self) -> None:
+        if isinstance(self.log, HandshakeLog):
+            self.log = self.log.wrapped
+            self.logOctets = self._logOctets
         factory = self.factory
         factory.clients.add(self)
         self.startHeartbeat(factory.pingInterval, factory.pongTimeout)
         super()._onOpen()
 
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
-        reply = self.factory.heartbeatAnswer(payload, isBinary)
-        if reply is not None:
-            data, binary = reply
-            self.sendMessage(data, isBinary=binary)
-            return
-        super()._onMessage(payload, isBinary)
+        factory = self.factory
+        if not factory._isHeartbeat(payload, isBinary):
+            super()._onMessage(payload, isBinary)
+        elif self.isOpen:
+            self.sendMessage(*factory._answer(payload, isBinary))
+        # Autobahn still delivers messages once a close has begun (STATE_CLOSING),
+        # where sendMessage raises Disconnected: such a heartbeat needs no answer.
 
     def _onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()
@@ -174,11 +187,17 @@ class HeartbeatServerFactory(WebSocketServerFactory):
 
     def heartbeatAnswer(self, payload: bytes, isBinary: bool) -> Optional[Tuple[bytes, bool]]:
         """Return ``(data, isBinary)`` to answer a heartbeat, or ``None`` for an application message."""
-        if self._request is not None:
-            if (payload, isBinary) != self._request:
-                return None
-        elif not callable(self.heartbeatMessage) or not self.heartbeatMessage(payload, isBinary):
+        if not self._isHeartbeat(payload, isBinary):
             return None
+        return self._answer(payload, isBinary)
+
+    def _isHeartbeat(self, payload: bytes, isBinary: bool) -> bool:
+        if self._request is not None:
+            return (payload, isBinary) == self._request
+        return callable(self.heartbeatMessage) and bool(self.heartbeatMessage(payload, isBinary))
+
+    def _answer(self, payload: bytes, isBinary: bool) -> Tuple[bytes, bool]:
+        # Only for a heartbeat, so a callable reply never sees anything else.
         if self._reply is not None:
             return self._reply
         return encodeMessage(self.heartbeatReply(payload, isBinary))  # type: ignore[operator]
