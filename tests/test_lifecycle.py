@@ -458,7 +458,7 @@ def test_handler_of_a_running_client_is_refused():
     """A handler whose client still runs cannot be given to a second factory."""
     r = MemoryReactor()
     h = RecordingHandler(r)
-    connect(URL, h, reactor=r)
+    connect(URL, h, reactor=r).addErrback(lambda f: None)
     with pytest.raises(ValueError, match="close\\(\\) it first"):
         HeartbeatClientFactory(URL, h, reactor=r)
     h.close()
@@ -562,7 +562,7 @@ def test_name_resolving_only_to_ipv6_connects_over_ipv6():
     r = MemoryReactor()
     r.hosts["v6only.test"] = ["::1"]
     h = RecordingHandler(r)
-    connect("ws://v6only.test:9000/", h, reactor=r)
+    connect("ws://v6only.test:9000/", h, reactor=r).addErrback(lambda f: None)
     assert r.tcpClients[0][:2] == ("::1", 9000)
     link = r.accept()
     assert h.isOpen and link.clientTransport.getPeer().type == "TCP" and ":" in link.clientTransport.getPeer().host
@@ -576,7 +576,7 @@ def test_every_resolved_address_is_tried_in_one_attempt():
     r = MemoryReactor()
     r.hosts["dual.test"] = ["::1", "::2", "127.0.0.1"]
     h = RecordingHandler(r)
-    connect("ws://dual.test:9000/", h, reactor=r, jitter=0)
+    connect("ws://dual.test:9000/", h, reactor=r, jitter=0).addErrback(lambda f: None)
     r.refuse()
     r.refuse()
     assert [c[0] for c in r.tcpClients] == ["::1", "127.0.0.1", "::2"]
@@ -594,7 +594,7 @@ def test_name_without_address_is_a_dns_error_and_retried():
     r = MemoryReactor()
     r.hosts["gone.test"] = []
     h = RecordingHandler(r)
-    connect("ws://gone.test/", h, reactor=r, jitter=0)
+    connect("ws://gone.test/", h, reactor=r, jitter=0).addErrback(lambda f: None)
     assert isinstance(h.events[0][2], DNSLookupError) and h.names() == ["onError", "onReconnect"]
     h.close()
     quiet(r)
@@ -606,7 +606,9 @@ def test_explicit_endpoint_is_used_and_cancelled_on_close():
 
     r = MemoryReactor()
     h = RecordingHandler(r)
-    connect(URL, h, reactor=r, endpoint=TCP4ClientEndpoint(r, "192.0.2.9", 8443, timeout=None))
+    connect(URL, h, reactor=r, endpoint=TCP4ClientEndpoint(r, "192.0.2.9", 8443, timeout=None)).addErrback(
+        lambda f: None
+    )
     assert r.tcpClients[0][:2] == ("192.0.2.9", 8443)
     link = r.accept()
     assert h.isOpen

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from txheartbeat import HeartbeatClientFactory
 from txheartbeat.testing import MemoryReactor, RecordingHandler
 
-from . import test_backoff, test_client, test_heartbeat, test_server
+from . import test_backoff, test_client, test_heartbeat, test_lifecycle, test_server
 from .conftest import URL
 
 
@@ -96,3 +96,4 @@ HeartbeatTests = _suite(test_heartbeat)
 BackoffTests = _suite(test_backoff)
 ClientTests = _suite(test_client)
 ServerTests = _suite(test_server)
+LifecycleTests = _suite(test_lifecycle)
