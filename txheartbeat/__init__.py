@@ -24,7 +24,7 @@ from ._heartbeat import Heartbeat
 from ._server import HeartbeatServerFactory, HeartbeatServerProtocol
 from ._service import HeartbeatClientService
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "GaveUp",
