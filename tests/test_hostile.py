@@ -1,7 +1,5 @@
 """Hostile and broken peers: each ends in a clear error through onError, a retry where retrying makes sense, no hang."""
 
-import datetime
-
 import pytest
 import pytest_twisted
 from OpenSSL import SSL
@@ -13,6 +11,7 @@ from txheartbeat import GaveUp, HandshakeError, HeartbeatClientFactory, OpenTime
 from txheartbeat.testing import echoServerFactory
 
 from .test_integration import Waiter
+from .tlsserver import selfSigned
 
 
 class Raw(protocol.Protocol):
@@ -131,41 +130,6 @@ def test_ping_flood_answered_without_breaking(reactor, handler, make):
 
 
 # TLS on loopback ---------------------------------------------------------------
-
-
-def selfSigned(name: str):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    from twisted.internet import ssl
-
-    pem = cert.public_bytes(
-        __import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.PEM
-    )
-    from cryptography.hazmat.primitives import serialization
-
-    keyPem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    certificate = ssl.PrivateCertificate.loadPEM(pem + keyPem)
-    return certificate
 
 
 @pytest.fixture
