@@ -14,6 +14,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from txheartbeat import (
     GaveUp,
@@ -152,6 +153,9 @@ def fire(rig: Rig, state: State, event: Event) -> None:
     }
     if state is State.WAITING and event is Event.ATTEMPT:
         actions[Event.ATTEMPT] = lambda: f.connector.connect()  # the user's own connector: classic idiom
+    if state is State.HANDSHAKING and event is Event.CONNECT_FAILED:
+        # an endpoint's Deferred failing after its transport connected (late, from a wrapper)
+        actions[event] = lambda: f._event(Event.CONNECT_FAILED, Failure(ConnectionRefusedError()))
     if state in FINAL and event is Event.ATTEMPT:
         actions[Event.ATTEMPT] = lambda: (f.resetDelay(), r.connectTCP("127.0.0.1", 9000, f))
     if event is Event.CANCEL and state is State.IDLE:

@@ -168,7 +168,10 @@ class ClientMachine(RuleBasedStateMachine):
 
     @rule()
     def cancel(self):
-        self.connectD.cancel()  # before the first open: a final close; after it: nothing
+        waiting = [m.encode() for m in self.handler.queued]
+        self.connectD.cancel()  # before the first open: a final close (the queue is dropped, logged); after it: nothing
+        if self.handler.queued == []:
+            self.handedBack += waiting  # accounted for: never sent
         self.reactor.flush()
 
     @precondition(lambda self: self.factory.finished)

@@ -25,7 +25,7 @@ from twisted.internet.interfaces import (
     ISSLTransport,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import ReconnectingClientFactory, connectionDone
+from twisted.internet.protocol import ClientFactory, ReconnectingClientFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -190,6 +190,11 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         self.factory.handler.stats.messagesSent += 1
 
 
+def _discard(waiters: List[Any], d: Any) -> None:
+    if d in waiters:
+        waiters.remove(d)
+
+
 @implementer(IResolutionReceiver)
 class _Resolution:
     """Collects the addresses the reactor's name resolver finds, then fires :attr:`done`."""
@@ -217,6 +222,19 @@ def _interleave(addresses: List[str]) -> List[str]:
     for i in range(max(len(first), len(second))):
         out.extend(first[i : i + 1] + second[i : i + 1])
     return out
+
+
+class _AttemptFactory(ClientFactory):
+    """What an endpoint is given: builds the protocol only for the attempt it was made for."""
+
+    def __init__(self, factory: HeartbeatClientFactory, attemptId: int) -> None:
+        self.factory = factory
+        self.attemptId = attemptId
+
+    def buildProtocol(self, addr: Any) -> Optional[HeartbeatClientProtocol]:  # type: ignore[override]
+        if self.attemptId != self.factory._attemptId:
+            return None  # a late connection of a cancelled attempt
+        return self.factory.buildProtocol(addr)
 
 
 class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
@@ -342,6 +360,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             self.endpoint = endpoint
 
         self.handler = handler
+        self.sendQueueSize = sendQueueSize
         handler._attach(self, sendQueueSize)
         self.safeURL = redactURL(url)
         self.pingInterval = pingInterval
@@ -378,6 +397,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._openedAt = 0.0
         self._openWaiters: List[Deferred[HeartbeatHandler]] = []
         self._closeWaiters: List[Deferred[None]] = []
+        self._parked: Optional[List[Any]] = None  # waiters held while a loss's hooks run
 
     @staticmethod
     def _splitCredentials(url: str, headers: Optional[Mapping[str, str]]) -> Tuple[str, Dict[str, str]]:
@@ -426,14 +446,15 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         """
         if TRANSITIONS[(self.state, Event.START)][1] == "_refuse":
             self._refuse()
+        self._checkHandlerFree()
         if contextFactory is not None:
             self.contextFactory, self._userContext = contextFactory, True
         self._ownDialing = True
 
         def cancel(d: Deferred[HeartbeatHandler]) -> None:
-            if d in self._openWaiters:
-                self._openWaiters.remove(d)
+            _discard(self._openWaiters, d)
             self._event(Event.CANCEL, 1000, None)
+            self._dropQueue()
 
         d: Deferred[HeartbeatHandler] = Deferred(cancel)
         self._openWaiters.append(d)
@@ -449,7 +470,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         """
         if self.state == State.OPEN:
             return succeed(self.handler)
-        d: Deferred[HeartbeatHandler] = Deferred(lambda d: self._openWaiters.remove(d))
+        d: Deferred[HeartbeatHandler] = Deferred(lambda d: _discard(self._openWaiters, d))
         if self.finished:
             d.errback(NotConnected(f"the client is {self.state}"))
         else:
@@ -458,7 +479,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
     def whenClosed(self) -> Deferred[None]:
         """A Deferred that fires once the client is closed for good or gave up (no timer left)."""
-        d: Deferred[None] = Deferred(lambda d: self._closeWaiters.remove(d))
+        d: Deferred[None] = Deferred(lambda d: _discard(self._closeWaiters, d))
         if self.finished:
             d.callback(None)
         else:
@@ -472,6 +493,17 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         if reason is not None and len(reason.encode("utf-8")) > 123:
             raise ValueError("close reason must encode to at most 123 bytes of UTF-8")
         self._event(Event.CLOSE, code, reason)
+        self._dropQueue()
+
+    def _dropQueue(self) -> None:
+        # handler.close() took the queue already (and returns it); any other
+        # final close (stopTrying, cancel) must not leave it for a later run.
+        if self.state in FINAL or self.state == State.CLOSING:
+            dropped = self.handler._takeQueue()
+            if dropped:
+                _log.warn(
+                    "txheartbeat: {n} queued message(s) dropped at close ({url})", n=len(dropped), url=self.safeURL
+                )
 
     # ReconnectingClientFactory ------------------------------------------------
 
@@ -479,6 +511,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         adopting = self.state in (State.IDLE, State.CLOSED, State.GAVEUP)
         if adopting and not self._dialing and (self.prepare is not None or self.endpoint is not None):
             raise ValueError("prepare= and endpoint= need factory.connect() or txheartbeat.connect(), not a connector")
+        if self.finished:
+            self._checkHandlerFree()
         self._event(Event.ATTEMPT, connector)
 
     def buildProtocol(self, addr: Any) -> Optional[HeartbeatClientProtocol]:  # type: ignore[override]
@@ -583,7 +617,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             self._connectWith(self.connector)
         elif self.endpoint is not None:
             attemptId = self._attemptId
-            d = self._pendingD = self.endpoint.connect(self)
+            d = self._pendingD = maybeDeferred(self.endpoint.connect, _AttemptFactory(self, attemptId))
             d.addCallbacks(
                 lambda _: None, lambda failure: self._still(attemptId, Event.CONNECT_FAILED, failure)
             ).addErrback(lambda f: None)
@@ -611,10 +645,12 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._adoptConnector(connector)
 
     def _restartWithConnector(self, connector: IConnector) -> None:
+        self.handler._attach(self, self.sendQueueSize)
         self._resetCounts()
         self._adoptConnector(connector)
 
     def _restart(self) -> None:
+        self.handler._attach(self, self.sendQueueSize)
         self._resetCounts()
         self._prepare()
 
@@ -630,12 +666,13 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         if handler.protocol is protocol:
             handler._flush(protocol)
         for d in waiters:
-            d.callback(handler)
+            if not d.called:  # a hook may have cancelled it
+                d.callback(handler)
 
     def _connectionLost(self, protocol: HeartbeatClientProtocol) -> None:
         if self.reactor.seconds() - self._openedAt >= self.minUptime:
             self.resetDelay()
-        self._reportClose(protocol)
+        self._inHooks(self._reportClose, protocol)
         if self.state == State.DISCONNECTED:
             self._decide()
 
@@ -653,7 +690,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._pendingD = None
         self._addresses = []
         self._failures += 1
-        self.handler._fire("onError", failure)
+        self._inHooks(self.handler._fire, "onError", failure)
         if self.state != State.DISCONNECTED:
             return  # a hook closed (or restarted) the client
         if failure.check(TLSRequired):
@@ -670,11 +707,22 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             )
             self._event(Event.GIVE_UP, GaveUp(self._failures))
         else:
-            self._event(Event.RETRY)
+            self.retries += 1
+            self._event(Event.RETRY, self._retryDelay(self.retries))
 
-    def _scheduleRetry(self) -> None:
-        self.retries += 1
-        delay = self.delay = float(self.retryPolicy(self.retries))
+    def _retryDelay(self, attempt: int) -> float:
+        try:
+            delay = float(self.retryPolicy(attempt))
+            if not 0 <= delay < float("inf"):
+                raise ValueError(f"retryPolicy({attempt}) returned {delay!r}, not a finite number of seconds >= 0")
+        except Exception:
+            # A broken policy must not strand the client: log it and wait maxDelay.
+            _log.failure("txheartbeat: retryPolicy failed; waiting maxDelay instead")
+            delay = self.maxDelay if 0 <= self.maxDelay < float("inf") else 30.0
+        return delay
+
+    def _scheduleRetry(self, delay: float) -> None:
+        self.delay = delay
         self.handler.stats.reconnects += 1
         _log.info(
             "txheartbeat: reconnecting to {url} in {delay:.3f} s (attempt {attempt})",
@@ -729,7 +777,21 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._finish()
 
     def _finish(self, *args: Any) -> None:
-        self._fireWaiters(self._takeWaiters(), None)
+        waiters = self._takeWaiters()
+        if self._parked is not None:
+            self._parked.append(waiters)  # closed from a loss's hook: fire after the rest of its hooks
+        else:
+            self._fireWaiters(waiters, None)
+
+    def _inHooks(self, call: Callable[..., None], *args: Any) -> None:
+        """Run the hooks of a loss; waiters released by a close() inside them fire after the last hook."""
+        outer, self._parked = self._parked, []
+        try:
+            call(*args)
+        finally:
+            parked, self._parked = self._parked, outer
+            for waiters in parked:
+                self._fireWaiters(waiters, None)
 
     def _giveUp(self, error: Exception) -> None:
         waiters = self._takeWaiters()
@@ -749,6 +811,14 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self.handler.stats.attempts += 1
         self._openTimer = self.clock.callLater(self.openTimeout, self._openTimerFired)
         _log.debug("txheartbeat: connecting to {url}", url=self.safeURL)
+
+    def _checkHandlerFree(self) -> None:
+        """A restart takes the handler back; refuse if another factory of it still runs."""
+        owner = self.handler.factory
+        if owner is not None and owner is not self and not owner.finished:
+            raise ValueError(
+                f"this factory's handler now belongs to another client that is {owner.state}; close() that one first"
+            )
 
     def _resetCounts(self) -> None:
         self.resetDelay()
@@ -783,7 +853,11 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             return
         attemptId = self._attemptId
         resolution = _Resolution()
-        resolver.nameResolver.resolveHostName(resolution, host, port)
+        try:
+            resolver.nameResolver.resolveHostName(resolution, host, port)
+        except Exception:
+            self._event(Event.CONNECT_FAILED, Failure())
+            return
 
         def resolved(addresses: List[str]) -> None:
             if attemptId != self._attemptId:
@@ -854,9 +928,11 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     ) -> None:
         opens, closes = waiters
         for d in opens:
-            d.errback(error or NotConnected("close() was called before the connection opened"))
+            if not d.called:  # a hook may have cancelled it
+                d.errback(error or NotConnected("close() was called before the connection opened"))
         for c in closes:
-            c.callback(None)
+            if not c.called:
+                c.callback(None)
 
     # Called by the protocol --------------------------------------------------------
 

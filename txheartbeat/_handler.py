@@ -164,9 +164,14 @@ class HeartbeatHandler:
 
         :returns: the messages still queued, oldest first (they were not sent).
         """
+        queued = self._takeQueue()
         if self.factory is not None:
-            self.factory.close(code, reason)
-        return self._takeQueue()
+            try:
+                self.factory.close(code, reason)
+            except ValueError:
+                self._queue = deque(queued) if queued else None  # a bad code or reason: nothing happened
+                raise
+        return queued
 
     def whenClosed(self) -> Deferred[None]:
         """A Deferred that fires once the client has closed for good or given up."""

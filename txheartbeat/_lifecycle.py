@@ -84,6 +84,7 @@ TRANSITIONS: Dict[Tuple[State, Event], Tuple[State, str]] = {
     (S.CONNECTING, E.START): (S.CONNECTING, "_refuse"),
     # handshaking
     (S.HANDSHAKING, E.OPENED): (S.OPEN, "_opened"),
+    (S.HANDSHAKING, E.CONNECT_FAILED): (S.HANDSHAKING, "_ignore"),  # an endpoint's Deferred failing after TCP was up
     (S.HANDSHAKING, E.LOST): (S.DISCONNECTED, "_handshakeLost"),
     (S.HANDSHAKING, E.OPEN_TIMEOUT): (S.HANDSHAKING, "_openTimedOut"),
     (S.HANDSHAKING, E.CLOSE): (S.CLOSING, "_abortHandshake"),
