@@ -174,3 +174,132 @@ def test_detection_bound_property(interval, timeout, gaps):
     assert abs(rec.deaths[0] - (last + interval + timeout)) < 1e-6
     assert all(p >= q - 1e-9 for p, q in zip(rec.pings[1:], rec.pings[:-1], strict=True))
     assert clock.getDelayedCalls() == []
+
+
+# Issue 9: a stalled reactor and outbound progress ------------------------------
+
+
+def fireNextCall(clock: Clock) -> None:
+    """Run only the earliest delayed call, at its time (what a reactor does before it polls I/O again)."""
+    call = min(clock.getDelayedCalls(), key=lambda c: c.getTime())
+    clock.rightNow = call.getTime()
+    clock.calls.remove(call)
+    call.func(*call.args, **call.kw)
+
+
+def test_verdict_waits_for_one_io_pass(rec):
+    """At the pong deadline the verdict is a zero-delay call: an answer read in between keeps the peer alive."""
+    hb = rec.make(interval=1.0, timeout=1.0)
+    hb.start()
+    fireNextCall(rec.clock)  # the heartbeat at 1.0
+    fireNextCall(rec.clock)  # the deadline at 2.0: the verdict is scheduled, not given
+    assert rec.deaths == []
+    (verdict,) = rec.clock.getDelayedCalls()
+    assert verdict.getTime() == 2.0
+    hb.noteTraffic()  # the I/O pass reads the answer that arrived during a stall
+    rec.clock.advance(0)
+    assert rec.deaths == [] and rec.answers == [1.0]
+    hb.stop()
+
+
+def test_verdict_without_answer_is_still_exact(rec):
+    """With no answer, the verdict comes at exactly pingInterval + pongTimeout, never later on the clock."""
+    hb = rec.make(interval=1.0, timeout=1.0)
+    hb.start()
+    advanceStepwise(rec.clock, 2.0)
+    assert rec.deaths == [2.0]
+    assert rec.clock.getDelayedCalls() == []
+
+
+class Outbound:
+    """A fake outbound-progress probe: position (bytes acknowledged) and backlog (bytes not yet acknowledged)."""
+
+    def __init__(self) -> None:
+        self.position, self.backlog, self.looks = 0, 0, 0
+
+    def __call__(self):
+        self.looks += 1
+        return self.position, self.backlog
+
+
+def test_progress_behind_our_own_backlog_extends_the_deadline(rec):
+    """While our bytes are still queued and the peer's TCP acknowledges more of them, the heartbeat waits another pongTimeout each time."""
+    out = Outbound()
+    hb = rec.make(interval=1.0, timeout=2.0, progress=out)
+    hb.start()
+    out.backlog = 1_000_000  # an upload: our heartbeat sits behind it
+    advanceStepwise(rec.clock, 1.0)
+    assert rec.pings == [1.0]
+    for _ in range(4):  # 8 s of a slow upload, acknowledged bit by bit
+        out.position += 250_000
+        out.backlog -= 250_000
+        advanceStepwise(rec.clock, 2.0)
+        assert rec.deaths == []
+    assert out.backlog == 0
+    advanceStepwise(rec.clock, 2.0)  # drained at the last look: one more pongTimeout for the answer
+    assert rec.deaths == [11.0]
+    assert rec.clock.getDelayedCalls() == []
+
+
+def test_answer_after_the_backlog_drains_keeps_the_connection(rec):
+    """The answer that was queued behind the upload arrives after it: the connection lives on."""
+    out = Outbound()
+    hb = rec.make(interval=1.0, timeout=2.0, progress=out)
+    hb.start()
+    out.backlog = 500_000
+    advanceStepwise(rec.clock, 1.0)
+    out.position, out.backlog = 500_000, 0
+    advanceStepwise(rec.clock, 2.0)  # drained: extended once
+    advanceStepwise(rec.clock, 1.0)
+    hb.noteTraffic()
+    assert rec.deaths == [] and rec.answers == [3.0]
+    hb.stop()
+
+
+@pytest.mark.parametrize("case", ["window closed", "black hole"])
+def test_no_progress_with_backlog_is_dead_within_two_timeouts_of_the_last_ack(rec, case):
+    """A peer that stops acknowledging (window closed, path black-holed) is dead at the first deadline without progress."""
+    out = Outbound()
+    hb = rec.make(interval=1.0, timeout=2.0, progress=out)
+    hb.start()
+    out.backlog = 1_000_000
+    advanceStepwise(rec.clock, 1.0)
+    out.position, out.backlog = 100_000, 900_000  # progress until t=2.5, then nothing more is acknowledged
+    advanceStepwise(rec.clock, 1.5)
+    advanceStepwise(rec.clock, 0.5)  # deadline at 3.0: moved since 1.0 -> extended
+    assert rec.deaths == []
+    advanceStepwise(rec.clock, 2.0)  # deadline at 5.0: no progress since 3.0 -> dead
+    assert rec.deaths == [5.0] and 5.0 - 2.5 <= 2 * 2.0
+
+
+def test_acknowledged_heartbeat_alone_is_not_life(rec):
+    """An idle peer whose kernel acknowledges our heartbeat but never answers is dead exactly on time."""
+    out = Outbound()
+    hb = rec.make(interval=1.0, timeout=2.0, progress=out)
+    hb.start()
+    advanceStepwise(rec.clock, 1.0)
+    out.position += 20  # the ping frame, acknowledged by the frozen peer's kernel
+    advanceStepwise(rec.clock, 2.0)
+    assert rec.deaths == [3.0]
+
+
+def test_progress_is_looked_at_only_per_heartbeat_and_deadline(rec):
+    """The socket is looked at once per heartbeat and once per deadline, never per message."""
+    out = Outbound()
+    hb = rec.make(interval=1.0, timeout=2.0, progress=out)
+    hb.start()
+    for _ in range(1000):
+        hb.noteTraffic()
+    assert out.looks == 0
+    advanceStepwise(rec.clock, 1.0)
+    assert out.looks == 1
+    advanceStepwise(rec.clock, 2.0)
+    assert out.looks == 2 and rec.deaths == [3.0]
+
+
+def test_unknown_progress_changes_nothing(rec):
+    """A probe that cannot tell (None) leaves the exact bound as it is."""
+    hb = rec.make(interval=1.0, timeout=2.0, progress=lambda: None)
+    hb.start()
+    advanceStepwise(rec.clock, 3.0)
+    assert rec.deaths == [3.0]

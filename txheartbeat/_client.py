@@ -33,7 +33,7 @@ from zope.interface import implementer
 from ._backoff import RetryPolicy, exponentialBackoff
 from ._errors import GaveUp, HandshakeError, NotConnected, OpenTimeout, TLSRequired
 from ._handler import HeartbeatHandler, Message, encodeMessage
-from ._heartbeat import checkInterval
+from ._heartbeat import checkByteCount, checkInterval
 from ._lifecycle import ATTEMPTING, FINAL, TRANSITIONS, Event, State
 from ._protocol import (
     AUTOPING_OPTIONS,
@@ -95,6 +95,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         factory = self.factory
         self.clock = factory.reactor
         self.closeTimeout = factory.closeTimeout
+        self.limitBuffered(factory.maxBuffered)
         if factory.isSecure and factory.proxy is None and not ISSLTransport.providedBy(self.transport):
             # reactor.connectTCP() with a wss:// factory: never send the
             # handshake in plain text.
@@ -121,6 +122,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
             # (with TLSRequired, Autobahn never started on this connection)
             super().connectionLost(reason)
         self.stopTimers()
+        self.failDrainWaiters()
         self.factory._protocolLost(self)
 
     # Autobahn's internal entry points (user overrides of on* stay safe) -----
@@ -273,6 +275,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         TCP connect and the opening handshake together.
     :param closeTimeout: seconds allowed for the close handshake before aborting.
     :param sendQueueSize: messages kept while not open (``0``: none).
+    :param maxBuffered: bytes an open connection may hold in its write buffer
+        before ``send()`` raises :class:`SendQueueFull` (``None``: no limit);
+        see ``handler.bufferedAmount`` and ``handler.whenDrained()``.
     :param retryPolicy: ``attempt -> seconds``, replacing the exponential
         backoff built from the four options above.
     :param prepare: ``attempt -> preparation`` (or a Deferred of it), called
@@ -327,6 +332,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         openTimeout: float = 10.0,
         closeTimeout: float = 2.0,
         sendQueueSize: int = 1000,
+        maxBuffered: Optional[int] = None,
         retryPolicy: Optional[RetryPolicy] = None,
         prepare: Optional[Prepare] = None,
         endpoint: Union[None, str, IStreamClientEndpoint] = None,
@@ -349,6 +355,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             raise ValueError(f"maxRetries must be None or an integer >= 0, got {maxRetries!r}")
         if isinstance(sendQueueSize, bool) or not isinstance(sendQueueSize, int) or sendQueueSize < 0:
             raise ValueError(f"sendQueueSize must be an integer >= 0, got {sendQueueSize!r}")
+        checkByteCount("maxBuffered", maxBuffered)
         if retryPolicy is None:
             retryPolicy = exponentialBackoff(initialDelay=initialDelay, maxDelay=maxDelay, factor=factor, jitter=jitter)
         elif not callable(retryPolicy):
@@ -377,6 +384,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
         self.handler = handler
         self.sendQueueSize = sendQueueSize
+        self.maxBuffered = maxBuffered
         handler._attach(self, sendQueueSize)
         self.safeURL = redactURL(url)
         self.pingInterval = pingInterval

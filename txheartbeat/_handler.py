@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple, Union
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -148,6 +148,29 @@ class HeartbeatHandler:
         if len(queue) >= self._queueSize:
             raise SendQueueFull(f"{len(queue)} messages already wait for the connection to open")
         queue.append(data)
+
+    @property
+    def bufferedAmount(self) -> int:
+        """
+        Bytes given to the open connection by :meth:`send` and not yet handed
+        to the kernel (``0`` while not open; messages waiting for a connection
+        are in :attr:`queued`).  Like the browser's ``WebSocket.bufferedAmount``.
+        """
+        protocol = self.protocol
+        return protocol.bufferedAmount if protocol is not None else 0
+
+    def whenDrained(self, lowWater: int = 0) -> Deferred[None]:
+        """
+        A Deferred that fires once :attr:`bufferedAmount` is at most
+        ``lowWater`` bytes: at once while not open or already drained.  It
+        fails with :class:`NotConnected` if the connection is lost first.
+        Use it with ``maxBuffered`` to send large data without growing
+        memory: ``await handler.whenDrained(); handler.send(chunk)``.
+        """
+        protocol = self.protocol
+        if protocol is None:
+            return succeed(None)
+        return protocol.whenDrained(lowWater)
 
     @property
     def queued(self) -> List[Message]:

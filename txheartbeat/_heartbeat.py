@@ -8,7 +8,7 @@ delayed call on the clock it was given.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -28,6 +28,12 @@ def checkInterval(name: str, value: Optional[float], *, allowNone: bool = True) 
         raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
 
 
+def checkByteCount(name: str, value: Optional[int]) -> None:
+    """Raise :class:`ValueError` unless ``value`` is ``None`` or an integer >= 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{name} must be None or a number of bytes >= 0, got {value!r}")
+
+
 _SLACK = 1e-9
 
 
@@ -38,8 +44,22 @@ class Heartbeat:
     After ``interval`` seconds without inbound traffic, ``sendPing`` is
     called.  If no traffic at all arrives within ``timeout`` seconds after
     that, ``onDead`` is called once and the heartbeat stops.  The peer is thus
-    declared dead exactly ``interval + timeout`` seconds after its last
-    inbound byte, never earlier.
+    declared dead ``interval + timeout`` seconds after its last inbound byte,
+    never earlier, with two exceptions that keep live peers alive:
+
+    * **One I/O pass first.**  When the deadline fires, the verdict waits for
+      a zero-delay call, so the reactor reads its sockets once in between: an
+      answer that arrived while the process was stalled (synchronous work, GC,
+      VM steal) counts.
+    * **Outbound progress.**  With ``progress`` (see
+      :func:`txheartbeat._tcpinfo.outboundProgress`), a deadline at which our
+      own bytes are still queued and the peer's TCP has acknowledged more of
+      them since the last look waits another ``timeout``: the heartbeat is
+      stuck behind our own data, not lost.  Once that backlog has drained,
+      the peer gets one more ``timeout`` to answer.  A peer that stops
+      acknowledging (its window closed, the path black-holed) is declared
+      dead at the first deadline without progress: within ``2 * timeout``
+      of the last acknowledged byte.
 
     :meth:`noteTraffic` is the hot path: it stores a timestamp and touches a
     timer only for the first traffic after a heartbeat (once per heartbeat,
@@ -53,6 +73,8 @@ class Heartbeat:
     :param onDead: called with the seconds since the last inbound traffic.
     :param onAnswer: called with the seconds between a heartbeat and the
         first traffic after it (the round-trip time for peers that answer).
+    :param progress: returns ``(position, backlog)`` of our outbound bytes,
+        or ``None`` when unknown; sampled only at a heartbeat and a deadline.
     """
 
     __slots__ = (
@@ -64,6 +86,9 @@ class Heartbeat:
         "_onAnswer",
         "_call",
         "_pingSentAt",
+        "_progress",
+        "_position",
+        "_drained",
         "lastTraffic",
     )
 
@@ -75,6 +100,7 @@ class Heartbeat:
         sendPing: Callable[[], object],
         onDead: Callable[[float], object],
         onAnswer: Optional[Callable[[float], object]] = None,
+        progress: Optional[Callable[[], Optional[Tuple[int, int]]]] = None,
     ) -> None:
         checkInterval("interval", interval, allowNone=False)
         checkInterval("timeout", timeout)
@@ -86,6 +112,9 @@ class Heartbeat:
         self._onAnswer = onAnswer
         self._call: Optional[IDelayedCall] = None
         self._pingSentAt: Optional[float] = None
+        self._progress = progress
+        self._position: Optional[int] = None  # outbound position when last looked at
+        self._drained = True  # no backlog seen since the heartbeat went out
         self.lastTraffic: float = clock.seconds()
 
     @property
@@ -141,9 +170,38 @@ class Heartbeat:
         else:
             self._pingSentAt = self._clock.seconds()
             self._schedule(self._timeout, self._deadline)
+            if self._progress is not None:
+                # Before sending: whether our own data is queued ahead of the heartbeat.
+                sample = self._progress()
+                self._position = None if sample is None else sample[0]
+                self._drained = sample is None or sample[1] == 0
         self._sendPing()
 
     def _deadline(self) -> None:
+        # Let the reactor read once before the verdict (noteTraffic cancels it).
+        self._schedule(0, self._verdict)
+
+    def _verdict(self) -> None:
         self._call = None
+        if self._progressing():
+            self._schedule(self._timeout, self._deadline)  # type: ignore[arg-type]
+            return
         self._pingSentAt = None
         self._onDead(self._clock.seconds() - self.lastTraffic)
+
+    def _progressing(self) -> bool:
+        """Whether our bytes are still moving towards a live peer (sampled now)."""
+        if self._progress is None or self._position is None:
+            return False
+        sample = self._progress()
+        if sample is None:
+            return False
+        position, backlog = sample
+        moved, self._position = position > self._position, position
+        if moved and backlog > 0:
+            self._drained = False  # the heartbeat may still be queued behind our data
+            return True
+        if moved and not self._drained:
+            self._drained = True  # the backlog just drained: one timeout for the answer
+            return True
+        return False

@@ -10,20 +10,23 @@ from __future__ import annotations
 import copy
 import re
 import struct
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from txaio.interfaces import log_levels
 
-from ._errors import HeartbeatTimeout, ProtocolError
+from ._errors import HeartbeatTimeout, NotConnected, ProtocolError, SendQueueFull
 from ._handler import encodeMessage
 from ._heartbeat import Heartbeat
+from ._tcpinfo import Progress, outboundProgress, userBacklog
 
 PingMessage = Union[None, str, bytes, Callable[[], Union[str, bytes]]]
+_DRAIN_POLL = 0.02
 
 #: Autobahn's keepalive options, replaced by txheartbeat's (name -> ours).
 AUTOPING_OPTIONS = {
@@ -148,12 +151,79 @@ class HeartbeatMixin:
     _pingSeq = 0
     _pingPayload: Optional[bytes] = None
     _pingSentAt = 0.0
+    #: bytes the write buffer may hold before ``sendMessage`` raises :class:`SendQueueFull` (``None``: no limit)
+    maxBuffered: Optional[int] = None
+    _drainWaiters: Optional[List[Tuple[int, Deferred[None]]]] = None  # created on first use
+    _drainCall: Optional[IDelayedCall] = None
 
     # Autobahn attributes used here (provided by WebSocketProtocol)
     state: int
     transport: Any
     wasClean: bool
     wasNotCleanReason: Optional[str]
+
+    @property
+    def bufferedAmount(self) -> int:
+        """
+        Bytes given to this connection (messages, frames) and not yet handed
+        to the kernel, as the browser's ``WebSocket.bufferedAmount``.
+        """
+        return userBacklog(self.transport)
+
+    def limitBuffered(self, maxBuffered: Optional[int]) -> None:
+        """Make ``sendMessage`` raise :class:`SendQueueFull` past ``maxBuffered`` bytes (set per connection)."""
+        self.maxBuffered = maxBuffered
+        if maxBuffered is not None:
+            # An instance attribute only where a limit is set: no cost on the hot path otherwise.
+            setattr(self, "sendMessage", self._sendMessageLimited)  # noqa: B010 (mypy: no class-level attribute)
+
+    def _sendMessageLimited(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
+        buffered = userBacklog(self.transport)
+        if buffered + len(payload) > self.maxBuffered:  # type: ignore[operator]
+            raise SendQueueFull(
+                f"{buffered} bytes already wait to be written (maxBuffered={self.maxBuffered}); "
+                "wait for whenDrained() before sending more"
+            )
+        self.sendUnlimited(payload, *args, **kwargs)
+
+    def sendUnlimited(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
+        """Autobahn's ``sendMessage``, never refused by ``maxBuffered`` (heartbeats and their answers)."""
+        super().sendMessage(payload, *args, **kwargs)  # type: ignore[misc]
+
+    def whenDrained(self, lowWater: int = 0) -> Deferred[None]:
+        """
+        A Deferred that fires once :attr:`bufferedAmount` is at most
+        ``lowWater`` bytes (at once if it is), or fails with
+        :class:`NotConnected` if the connection is lost first.  Looked at every
+        20 ms on the reactor while someone waits; cancelling removes the waiter.
+        """
+        if userBacklog(self.transport) <= lowWater:
+            return succeed(None)
+        waiters = self._drainWaiters
+        if waiters is None:
+            waiters = self._drainWaiters = []
+        d: Deferred[None] = Deferred(lambda d: self._dropDrainWaiter(d))
+        waiters.append((lowWater, d))
+        if self._drainCall is None:
+            self._drainCall = self.clock.callLater(_DRAIN_POLL, self._checkDrain)
+        return d
+
+    def _checkDrain(self) -> None:
+        self._drainCall = None
+        amount = userBacklog(self.transport)
+        waiters = self._drainWaiters or []
+        ready = [d for low, d in waiters if amount <= low]
+        self._drainWaiters = [(low, d) for low, d in waiters if amount > low] or None
+        if self._drainWaiters:
+            self._drainCall = self.clock.callLater(_DRAIN_POLL, self._checkDrain)
+        for d in ready:
+            d.callback(None)
+
+    def _dropDrainWaiter(self, d: Deferred[None]) -> None:
+        self._drainWaiters = [(low, w) for low, w in self._drainWaiters or [] if w is not d] or None
+        if self._drainWaiters is None and self._drainCall is not None:
+            self._drainCall.cancel()
+            self._drainCall = None
 
     @property
     def isOpen(self) -> bool:
@@ -180,6 +250,7 @@ class HeartbeatMixin:
             # Any traffic answers an application heartbeat; ping frames are
             # matched by payload in onPong for an exact round trip.
             onAnswer=self.heartbeatAnswered if message is not None else None,
+            progress=self._outboundProgress,
         )
         self.heartbeat.start()
 
@@ -220,13 +291,22 @@ class HeartbeatMixin:
             self.dropConnection(abort=True)  # type: ignore[attr-defined]
 
     def stopTimers(self) -> None:
-        """Cancel the heartbeat and closing timers (the connection is gone)."""
+        """Cancel the heartbeat, closing and drain timers (the connection is gone)."""
         if self.heartbeat is not None:
             self.heartbeat.stop()
             self.heartbeat = None
         if self._closeCall is not None:
             self._closeCall.cancel()
             self._closeCall = None
+        if self._drainCall is not None:
+            self._drainCall.cancel()
+            self._drainCall = None
+
+    def failDrainWaiters(self) -> None:
+        """The connection is gone: what it buffered will never drain."""
+        waiters, self._drainWaiters = self._drainWaiters or [], None
+        for _, d in waiters:
+            d.errback(NotConnected("the connection was lost before its buffer drained"))
 
     def startClosingTimer(self) -> None:
         if self._closeCall is None and self.state != WebSocketProtocol.STATE_CLOSED:
@@ -245,6 +325,9 @@ class HeartbeatMixin:
 
     # Internals ------------------------------------------------------------------
 
+    def _outboundProgress(self) -> Optional[Progress]:
+        return outboundProgress(self.transport)
+
     def _sendHeartbeat(self) -> None:
         message = self._pingMessage
         if message is None:
@@ -253,7 +336,8 @@ class HeartbeatMixin:
             self._pingSentAt = self.clock.seconds()
             self.sendPing(self._pingPayload)  # type: ignore[attr-defined]
         else:
-            self.sendMessage(*encodeMessage(message() if callable(message) else message))  # type: ignore[attr-defined]
+            # The class's sendMessage: a heartbeat is never refused by maxBuffered.
+            self.sendUnlimited(*encodeMessage(message() if callable(message) else message))
         self.heartbeatSent()
 
     def _peerDead(self, idle: float) -> None:

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._handler import Message, encodeMessage
-from ._heartbeat import checkInterval
+from ._heartbeat import checkByteCount, checkInterval
 from ._protocol import AUTOPING_OPTIONS, ExactTimer, HandshakeLog, HeartbeatMixin, autobahnOptions
 
 _log = Logger(namespace="txheartbeat")
@@ -44,6 +44,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
     def connectionMade(self) -> None:
         self.clock = self.factory.reactor
         self.closeTimeout = self.factory.closeTimeout
+        self.limitBuffered(self.factory.maxBuffered)
         super().connectionMade()
         # At debug level Autobahn logs the client's request three times over
         # (raw, as a header dict, in the default onConnect), and with
@@ -66,12 +67,13 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         if not factory._isHeartbeat(payload, isBinary):
             super()._onMessage(payload, isBinary)
         elif self.isOpen:
-            self.sendMessage(*factory._answer(payload, isBinary))
+            self.sendUnlimited(*factory._answer(payload, isBinary))
         # Autobahn still delivers messages once a close has begun (STATE_CLOSING),
         # where sendMessage raises Disconnected: such a heartbeat needs no answer.
 
     def _onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()
+        self.failDrainWaiters()
         if self._leaveCall is not None:
             self._leaveCall.cancel()
             self._leaveCall = None
@@ -129,6 +131,10 @@ class HeartbeatServerFactory(WebSocketServerFactory):
     :param leaveMessage: what :meth:`HeartbeatServerProtocol.requestLeave` sends.
     :param leaveTimeout: seconds a client asked to leave has before it is closed.
     :param closeTimeout: seconds allowed for a close handshake before aborting.
+    :param maxBuffered: bytes a connection may hold in its write buffer before
+        its ``sendMessage`` raises :class:`~txheartbeat.SendQueueFull`
+        (``None``: no limit); see ``bufferedAmount`` and ``whenDrained()`` on
+        the protocol.
     :param reactor: reactor and clock for every timer.
     :param options: Autobahn factory arguments (``protocols``, ``server``,
         ``headers``, ``externalPort``) or protocol options.
@@ -147,6 +153,7 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         leaveMessage: Message = "close",
         leaveTimeout: float = 5.0,
         closeTimeout: float = 2.0,
+        maxBuffered: Optional[int] = None,
         reactor: Any = None,
         **options: Any,
     ) -> None:
@@ -154,6 +161,7 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         checkInterval("pongTimeout", pongTimeout)
         checkInterval("leaveTimeout", leaveTimeout, allowNone=False)
         checkInterval("closeTimeout", closeTimeout, allowNone=False)
+        checkByteCount("maxBuffered", maxBuffered)
         if (
             heartbeatMessage is not None
             and not isinstance(heartbeatMessage, (str, bytes))
@@ -180,6 +188,7 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         self.leaveMessage = leaveMessage
         self.leaveTimeout = leaveTimeout
         self.closeTimeout = closeTimeout
+        self.maxBuffered = maxBuffered
         #: the open connections
         self.clients: Set[HeartbeatServerProtocol] = set()
         #: clients aborted because they went silent
