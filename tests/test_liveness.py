@@ -19,16 +19,19 @@ import struct
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
+import pytest
 import pytest_twisted
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, ssl
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import LoopingCall, deferLater
 
 from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol, HeartbeatTimeout, connect
+from txheartbeat._tcpinfo import tcpSocket
 
 from .rateproxy import RateProxy
 from .test_integration import Waiter
+from .tlsserver import selfSigned
 
 PING, PONG = 0.3, 0.6
 SLACK = 0.5  # scheduling slack on a shared machine
@@ -73,8 +76,8 @@ def bytesAcked(sock: socket.socket) -> Optional[int]:
 class AckWatch:
     """Polls a socket's acknowledged byte count every 10 ms and keeps when it last grew."""
 
-    def __init__(self, transport: Any) -> None:
-        self.sock = transport.getHandle()
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.acked: Optional[int] = None
         self.lastGrowth: Optional[float] = None
         self.loop = LoopingCall(self._poll)
@@ -162,9 +165,15 @@ class SinkFactory(HeartbeatServerFactory):
 class Rig:
     """A Sink server behind a RateProxy, and a client with short heartbeat settings."""
 
-    def __init__(self, serverPing: Optional[float] = PING, stopReadingAfter: Optional[int] = None) -> None:
+    def __init__(
+        self, serverPing: Optional[float] = PING, stopReadingAfter: Optional[int] = None, tls: bool = False
+    ) -> None:
         self.factory = SinkFactory(stopReadingAfter, pingInterval=serverPing, pongTimeout=PONG)
-        self.port = _reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.tls = selfSigned("localhost") if tls else None
+        if self.tls is not None:
+            self.port = _reactor.listenSSL(0, self.factory, self.tls.options(), interface="127.0.0.1")
+        else:
+            self.port = _reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.proxy = RateProxy(self.port.getHost().port, RATE)
         self.client = Waiter()
         self.server: Optional[Sink] = None
@@ -172,9 +181,14 @@ class Rig:
 
     async def open(self) -> None:
         opened = self.factory.events.next("onOpen", timeout=5)
+        url, context = self.proxy.url, None
+        if self.tls is not None:
+            url = url.replace("ws://127.0.0.1", "wss://localhost")
+            context = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate(self.tls.original))
         await connect(
-            self.proxy.url,
+            url,
             self.client,
+            contextFactory=context,
             pingInterval=PING,
             pongTimeout=PONG,
             pingMessage=None,  # RFC pings: the server's stack answers them only after the data ahead
@@ -186,7 +200,7 @@ class Rig:
             maxFramePayloadSize=LIMIT,
         ).addTimeout(5, _reactor)
         (self.server,) = await opened
-        self.acks = AckWatch(self.client.protocol.transport)
+        self.acks = AckWatch(tcpSocket(self.client.protocol.transport))
 
     def clientErrors(self) -> List[Tuple[float, Any]]:
         return [(e[0], e[2]) for e in self.client.events if e[1] == "onError"]
@@ -332,10 +346,11 @@ async def test_proxy_stalled_receiver_closes_sender_window():
 # Live peers behind large transfers -----------------------------------------------------------
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
 @pytest_twisted.ensureDeferred
-async def test_upload_over_slow_link_survives():
-    """A client uploading 4 MB at 1 MB/s to a server that answers nothing keeps its connection (RFC pings answered only after the data), and the message arrives once."""
-    rig = Rig()
+async def test_upload_over_slow_link_survives(tls):
+    """A client uploading 4 MB at 1 MB/s to a server that answers nothing keeps its connection (RFC pings answered only after the data), and the message arrives once; over wss:// too (progress read from the TCP socket under TLS)."""
+    rig = Rig(tls=tls)
     try:
         await rig.open()
         payload = os.urandom(SIZE)
@@ -410,10 +425,11 @@ def checkDetection(rig: Rig, who: str, at: float, reference: float, what: str, b
 ACK_BOUND = 2 * PONG + SLACK
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
 @pytest_twisted.ensureDeferred
-async def test_upload_frozen_midway_detected_by_client():
-    """An upload whose path freezes after 1 MB (nothing forwarded or read either way) ends with HeartbeatTimeout on the client within pingInterval + 2*pongTimeout of the freeze, and not before it."""
-    rig = Rig()
+async def test_upload_frozen_midway_detected_by_client(tls):
+    """An upload whose path freezes after 1 MB (nothing forwarded or read either way) ends with HeartbeatTimeout on the client within pingInterval + 2*pongTimeout of the freeze, and not before it; over wss:// too."""
+    rig = Rig(tls=tls)
     try:
         await rig.open()
         rig.proxy.freezeAfter(FREEZE_AT, counted="toServer", direction="both")
@@ -449,7 +465,7 @@ async def test_download_frozen_midway_reaped_by_server():
     rig = Rig()
     try:
         await rig.open()
-        serverAcks = AckWatch(rig.server.transport)
+        serverAcks = AckWatch(tcpSocket(rig.server.transport))
         rig.proxy.freezeAfter(FREEZE_AT, counted="toClient", direction="both")
         rig.start()
         rig.server.sendMessage(os.urandom(SIZE), isBinary=True)
