@@ -179,8 +179,8 @@ def test_blackholed_link_detected(reactor, handler, make):
 
 
 def test_backoff_sequence_on_refused(reactor, handler, make):
-    """Refused attempts back off 1, 2, 4, 8 s (jitter off), each reported through onError."""
-    make(initialDelay=1, maxDelay=8, factor=2)
+    """With probeInterval=None, refused attempts back off 1, 2, 4, 8 s (jitter off), each reported through onError."""
+    make(initialDelay=1, maxDelay=8, factor=2, probeInterval=None)
     for _ in range(5):
         reactor.refuse()
         reactor.advance(reactor.getDelayedCalls()[0].getTime() - reactor.seconds() if reactor.pending == [] else 0)
@@ -312,7 +312,7 @@ def test_second_connect_refused_while_waiting(reactor, handler, make):
 
     connectWS(factory)
     assert reactor.pending == [] and factory.state == "waiting"
-    reactor.advance(1)
+    reactor.advance(factory.delay)
     assert len(reactor.pending) == 1
     reactor.accept()
     assert len(reactor.links) == 1
@@ -603,7 +603,7 @@ def test_url_credentials_become_basic_auth_and_never_logged(reactor, handler):
         )
         factory.connect()
         reactor.refuse()
-        reactor.advance(1)
+        reactor.advance(factory.delay)
         reactor.accept()
         handler.send("PAYLOAD-SECRET")
         reactor.advance(0)

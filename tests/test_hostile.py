@@ -37,12 +37,15 @@ def errors(handler):
 
 @pytest.mark.parametrize("status", [200, 301, 401, 404, 500, 503])
 def test_http_status_instead_of_upgrade(reactor, handler, make, status):
-    """A plain HTTP answer to the upgrade is a HandshakeError carrying the status, followed by a retry."""
+    """A plain HTTP answer to the upgrade is a HandshakeError carrying the status, followed by a retry (by default not after 401, 403, 404)."""
     make()
     reactor.accept(rawFactory(f"HTTP/1.1 {status} Nope\r\nContent-Length: 0\r\n\r\n".encode()))
     (error,) = errors(handler)
     assert isinstance(error, HandshakeError) and error.status == status
-    assert handler.names() == ["onError", "onReconnect"]
+    if status in (401, 403, 404):
+        assert handler.names() == ["onError", "onGiveUp"] and handler.reasons == [("onGiveUp", error)]
+    else:
+        assert handler.names() == ["onError", "onReconnect"]
     handler.close()
 
 

@@ -496,7 +496,7 @@ def test_prepare_gives_each_attempt_its_url_and_headers():
     assert r.pending == []  # nothing dialed before prepare answers
     r.advance(0.5)
     r.refuse()
-    r.advance(1.5)
+    r.advance(h.factory.delay + 0.5)
     r.accept(echoServerFactory(HeaderServer))
     assert calls == [1, 2]
     assert HeaderServer.seen == [("/a2", "t2")]
@@ -552,7 +552,7 @@ def test_give_up_reports_failures_in_a_row():
     failures: List[Any] = []
     connect(URL, h, reactor=r, maxRetries=1, jitter=0).addErrback(failures.append)
     r.refuse()
-    r.advance(1)
+    r.advance(h.factory.delay)
     r.refuse()
     assert failures[0].check(GaveUp) and failures[0].value.attempts == 2
     quiet(r)

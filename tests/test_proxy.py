@@ -45,12 +45,12 @@ def test_wss_proxy_connects_tcp_then_starts_tls_with_callers_context(reactor, ha
 
 @pytest.mark.parametrize("status", [407, 403, 502])
 def test_proxy_refusal_is_handshake_error_then_retry(reactor, handler, make, status):
-    """A proxy's non-2xx answer to CONNECT is a HandshakeError carrying its status, followed by a retry like any HTTP refusal."""
+    """A proxy's non-2xx answer to CONNECT is a HandshakeError carrying its status, followed by a retry like any HTTP refusal (403: given up, by default)."""
     make(proxy=PROXY)
     reactor.accept(MemoryConnectServerFactory(refuseWith=status))
     (error,) = errors(handler)
     assert isinstance(error, HandshakeError) and error.status == status
-    assert handler.names() == ["onError", "onReconnect"]
+    assert handler.names() == ["onError", "onGiveUp" if status == 403 else "onReconnect"]
     handler.close()
     assert reactor.getDelayedCalls() == []
 
@@ -146,7 +146,7 @@ async def test_proxy_refusal_is_handshake_error_with_status(tlsServer, plainServ
     try:
         h = Waiter()
         number = tlsServer.port if scheme == "wss" else plainServer
-        with pytest.raises(GaveUp):
+        with pytest.raises(HandshakeError if status == 403 else GaveUp):  # 403: not retried by default
             await connect(f"{scheme}://localhost:{number}/", h, proxy=refusing.option, maxRetries=0)
         (request,) = refusing.requests
         assert request.target == f"localhost:{number}"

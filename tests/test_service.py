@@ -239,7 +239,7 @@ def test_give_up_is_logged_not_raised(reactor, handler, logged):
     svc = service(reactor, handler, maxRetries=1, initialDelay=1)
     svc.startService()
     reactor.refuse()
-    reactor.advance(1)
+    reactor.advance(svc.factory.delay)
     reactor.refuse()
     assert handler.names()[-1] == "onGiveUp"
     text = texts(logged)

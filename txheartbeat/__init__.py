@@ -9,6 +9,7 @@ persistent handler whose hooks outlive every connection.
 from ._backoff import exponentialBackoff
 from ._client import HeartbeatClientFactory, HeartbeatClientProtocol, connect
 from ._errors import (
+    ConnectionClosed,
     GaveUp,
     HandshakeError,
     HeartbeatError,
@@ -27,6 +28,7 @@ from ._service import HeartbeatClientService
 __version__ = "0.2.0"
 
 __all__ = [
+    "ConnectionClosed",
     "GaveUp",
     "HandshakeError",
     "Heartbeat",

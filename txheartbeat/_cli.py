@@ -115,11 +115,12 @@ class _ConsoleHandler(HeartbeatHandler):
     def onError(self, failure: Failure) -> None:
         self.status(f"error: {failure.getErrorMessage() or repr(failure.value)}")
 
-    def onReconnect(self, attempt: int, delay: float) -> None:
+    def onReconnect(self, attempt: int, delay: float, reason: Optional[Failure] = None) -> None:
         self.status(f"reconnecting in {delay:.1f} s (attempt {attempt})")
 
-    def onGiveUp(self) -> None:
-        self.status("giving up")
+    def onGiveUp(self, reason: Optional[Failure] = None) -> None:
+        why = f": {reason.getErrorMessage()}" if reason is not None else ""
+        self.status(f"giving up{why}")
 
 
 def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:

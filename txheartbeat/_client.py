@@ -9,6 +9,8 @@ the user) becomes one event, looked up there.
 from __future__ import annotations
 
 import base64
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -31,7 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._backoff import RetryPolicy, exponentialBackoff
-from ._errors import GaveUp, HandshakeError, NotConnected, OpenTimeout, TLSRequired
+from ._errors import ConnectionClosed, GaveUp, HandshakeError, NotConnected, OpenTimeout, TLSRequired
 from ._handler import HeartbeatHandler, Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
 from ._lifecycle import ATTEMPTING, FINAL, TRANSITIONS, Event, State
@@ -44,6 +46,7 @@ from ._protocol import (
     autobahnOptions,
     redactURL,
 )
+from ._retry import ReconnectPolicy, RetryContext, shouldRetryByDefault
 
 _log = Logger(namespace="txheartbeat")
 
@@ -155,7 +158,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
                 status = int(line.split()[1])
             except (IndexError, ValueError):
                 status = None
-        self.failure = Failure(HandshakeError(reason, status))
+        self.failure = Failure(HandshakeError(reason, status, _retryAfter(getattr(self, "http_headers", None))))
         super().failHandshake(reason)
 
     def failProxyConnect(self, reason: str) -> None:
@@ -190,6 +193,22 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         """Send ``str`` as a text message, ``bytes`` as a binary one (``TypeError`` otherwise)."""
         self.sendMessage(*encodeMessage(data))
         self.factory.handler.stats.messagesSent += 1
+
+
+def _retryAfter(headers: Optional[Mapping[str, str]]) -> Optional[float]:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), else ``None``."""
+    value = (headers or {}).get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _discard(waiters: List[Any], d: Any) -> None:
@@ -278,8 +297,18 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     :param maxBuffered: bytes an open connection may hold in its write buffer
         before ``send()`` raises :class:`SendQueueFull` (``None``: no limit);
         see ``handler.bufferedAmount`` and ``handler.whenDrained()``.
-    :param retryPolicy: ``attempt -> seconds``, replacing the exponential
-        backoff built from the four options above.
+    :param retryPolicy: ``attempt -> seconds``, replacing the whole default
+        schedule (:class:`~txheartbeat._retry.ReconnectPolicy`: steady probes
+        while nothing listens, backoff for costly failures, server hints).
+    :param shouldRetry: ``failure -> bool``: whether to try again after this
+        failure or loss (default :func:`~txheartbeat._retry.shouldRetryByDefault`:
+        not after HTTP 401/403/404, close code 1008 or ``TLSRequired``);
+        ``False`` gives up at once, ``onGiveUp(reason)`` says why.
+    :param probeInterval: seconds between attempts (± a third) while the
+        server refuses connections (nothing listening); ``None``: back off
+        as for other failures.
+    :param restartWindow: seconds over which to spread the reconnect after a
+        close 1012 (service restart) that announces no window.
     :param prepare: ``attempt -> preparation`` (or a Deferred of it), called
         before every attempt (numbered from 1 since :meth:`connect`), never
         after :meth:`close`: ``None``, a URL, a mapping of extra headers, or
@@ -311,6 +340,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     _attemptId = 0  # results of older attempts (late Deferreds) are ignored
     _attemptNo = 0  # prepare(attempt) numbering, from 1 since connect()
     _failures = 0  # failed attempts in a row (maxRetries)
+    _costly = 0  # failures that cost the server, in a row since a stable open (backoff step)
     _openTimer: Optional[IDelayedCall] = None
     _openedAt = 0.0
     _parked: Optional[List[Any]] = None  # waiters held while a loss's hooks run
@@ -334,6 +364,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         sendQueueSize: int = 1000,
         maxBuffered: Optional[int] = None,
         retryPolicy: Optional[RetryPolicy] = None,
+        shouldRetry: Optional[Callable[[Failure], bool]] = None,
+        probeInterval: Optional[float] = 1.25,
+        restartWindow: float = 5.0,
         prepare: Optional[Prepare] = None,
         endpoint: Union[None, str, IStreamClientEndpoint] = None,
         reactor: Any = None,
@@ -356,8 +389,20 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         if isinstance(sendQueueSize, bool) or not isinstance(sendQueueSize, int) or sendQueueSize < 0:
             raise ValueError(f"sendQueueSize must be an integer >= 0, got {sendQueueSize!r}")
         checkByteCount("maxBuffered", maxBuffered)
+        checkInterval("probeInterval", probeInterval)
+        checkInterval("restartWindow", restartWindow, allowNone=False)
+        if shouldRetry is not None and not callable(shouldRetry):
+            raise ValueError("shouldRetry must be a callable failure -> bool")
+        self._policy: Optional[ReconnectPolicy] = None
         if retryPolicy is None:
             retryPolicy = exponentialBackoff(initialDelay=initialDelay, maxDelay=maxDelay, factor=factor, jitter=jitter)
+            self._policy = ReconnectPolicy(
+                retryPolicy,
+                probeInterval=probeInterval,
+                restartWindow=restartWindow,
+                maxDelay=maxDelay,
+                spread=bool(jitter),
+            )
         elif not callable(retryPolicy):
             raise ValueError("retryPolicy must be a callable attempt -> seconds")
         if prepare is not None and not callable(prepare):
@@ -399,6 +444,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self.openTimeout = openTimeout
         self.closeTimeout = closeTimeout
         self.retryPolicy = retryPolicy
+        self.shouldRetry = shouldRetry or shouldRetryByDefault
         self.prepare = prepare
         self.clock: Any = reactor
         self.contextFactory: Any = None
@@ -564,6 +610,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     def resetDelay(self) -> None:
         """Start the backoff again from the first delay; unlike Twisted's, never undoes :meth:`close`."""
         self.retries = 0
+        self._costly = 0
         self.delay = self.initialDelay
 
     def stopTrying(self) -> None:
@@ -686,7 +733,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             self.resetDelay()
         self._inHooks(self._reportClose, protocol)
         if self.state == State.DISCONNECTED:
-            self._decide()
+            self._decide(protocol.failure or Failure(ConnectionClosed(*protocol.closeInfo[1:], protocol.closeInfo[0])))
 
     def _handshakeLost(self, protocol: HeartbeatClientProtocol) -> None:
         reason = protocol.lostReason or Failure(ConnectionDone())
@@ -705,26 +752,38 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._inHooks(self.handler._fire, "onError", failure)
         if self.state != State.DISCONNECTED:
             return  # a hook closed (or restarted) the client
-        if failure.check(TLSRequired):
-            self._event(Event.GIVE_UP, failure.value)
-        else:
-            self._decide()
+        self._decide(failure)
 
-    def _decide(self) -> None:
-        if self.maxRetries is not None and self._failures > self.maxRetries:
+    def _decide(self, failure: Failure) -> None:
+        try:
+            retry = bool(self.shouldRetry(failure))
+        except Exception:
+            _log.failure("txheartbeat: shouldRetry raised; retrying")
+            retry = True
+        if not retry:
+            _log.warn("txheartbeat: not retrying {url}: {why}", url=self.safeURL, why=type(failure.value).__name__)
+            self._event(Event.GIVE_UP, failure.value, failure)
+        elif self.maxRetries is not None and self._failures > self.maxRetries:
             _log.warn(
                 "txheartbeat: giving up on {url} after {n} failed attempt(s) in a row",
                 url=self.safeURL,
                 n=self._failures,
             )
-            self._event(Event.GIVE_UP, GaveUp(self._failures))
+            self._event(Event.GIVE_UP, GaveUp(self._failures), failure)
         else:
             self.retries += 1
-            self._event(Event.RETRY, self._retryDelay(self.retries))
+            if self._policy is None or self._policy.backsOff(failure):
+                self._costly += 1
+            self._event(Event.RETRY, self._retryDelay(failure), failure)
 
-    def _retryDelay(self, attempt: int) -> float:
+    def _retryDelay(self, failure: Failure) -> float:
+        attempt = self.retries
         try:
-            delay = float(self.retryPolicy(attempt))
+            if self._policy is not None:
+                sinceOpen = self.reactor.seconds() - self._openedAt if self.handler.stats.opens else None
+                delay = self._policy(RetryContext(attempt, failure, sinceOpen), self._costly)
+            else:
+                delay = float(self.retryPolicy(attempt))
             if not 0 <= delay < float("inf"):
                 raise ValueError(f"retryPolicy({attempt}) returned {delay!r}, not a finite number of seconds >= 0")
         except Exception:
@@ -733,7 +792,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             delay = self.maxDelay if 0 <= self.maxDelay < float("inf") else 30.0
         return delay
 
-    def _scheduleRetry(self, delay: float) -> None:
+    def _scheduleRetry(self, delay: float, reason: Failure) -> None:
         self.delay = delay
         self.handler.stats.reconnects += 1
         _log.info(
@@ -743,7 +802,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             attempt=self.retries,
         )
         self._callID = self.clock.callLater(delay, self._timerFired)
-        self.handler._fire("onReconnect", self.retries, delay)
+        self.handler._fireReason("onReconnect", reason, self.retries, delay)
 
     def _timerFired(self) -> None:
         self._callID = None
@@ -805,9 +864,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             for waiters in parked:
                 self._fireWaiters(waiters, None)
 
-    def _giveUp(self, error: Exception) -> None:
+    def _giveUp(self, error: Exception, reason: Optional[Failure] = None) -> None:
         waiters = self._takeWaiters()
-        self.handler._fire("onGiveUp")
+        self.handler._fireReason("onGiveUp", reason or Failure(error))
         self._fireWaiters(waiters, error)
 
     # Helpers -------------------------------------------------------------------------

@@ -85,8 +85,9 @@ class _Narrator(HeartbeatHandler):
         self.say(f"client: closed (clean={wasClean}, code={code})")
         self._done("onClose")
 
-    def onReconnect(self, attempt: int, delay: float) -> None:
-        self.say(f"client: reconnecting in {delay:.3f} s (attempt {attempt}, exponential backoff with jitter)")
+    def onReconnect(self, attempt: int, delay: float, reason: Optional[Failure] = None) -> None:
+        why = type(reason.value).__name__ if reason is not None else "?"
+        self.say(f"client: reconnecting in {delay:.3f} s (attempt {attempt}, after {why})")
         self._done("onReconnect")
 
 

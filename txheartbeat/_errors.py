@@ -38,10 +38,26 @@ class HandshakeError(HeartbeatError):
     else ``None``.
     """
 
-    def __init__(self, reason: str, status: Optional[int] = None) -> None:
+    def __init__(self, reason: str, status: Optional[int] = None, retryAfter: Optional[float] = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        #: seconds from the answer's ``Retry-After`` header (503, 429), else ``None``
+        self.retryAfter = retryAfter
+
+
+class ConnectionClosed(HeartbeatError):
+    """
+    An open connection ended: ``code`` and ``reason`` as the close handshake
+    gave them (``1006`` when it was not clean).  Passed to ``shouldRetry``,
+    ``onReconnect`` and ``onGiveUp`` as the reason for a loss after open.
+    """
+
+    def __init__(self, code: Optional[int], reason: Optional[str], wasClean: bool) -> None:
+        super().__init__(f"connection closed (code {code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+        self.wasClean = wasClean
 
 
 class ProtocolError(HeartbeatError):

@@ -6,9 +6,10 @@ One :class:`HeartbeatHandler` outlives every connection its factory makes.
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -22,6 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 Message = Union[str, bytes]
 
 _log = Logger(namespace="txheartbeat")
+#: (handler class, hook) -> whether the hook takes the ``reason`` argument
+_TAKES_REASON: Dict[Tuple[type, str], bool] = {}
 #: Factory states in which send() raises instead of queueing (nothing would ever send or hand back the message).
 _NOT_SENDING = frozenset({"closing", "closed", "gaveup"})
 
@@ -102,11 +105,20 @@ class HeartbeatHandler:
         timeout) or the peer went silent (:class:`HeartbeatTimeout`).
         """
 
-    def onReconnect(self, attempt: int, delay: float) -> None:
-        """Reconnect attempt number ``attempt`` will start in ``delay`` seconds."""
+    def onReconnect(self, attempt: int, delay: float, reason: Optional[Failure] = None) -> None:
+        """
+        Reconnect attempt number ``attempt`` will start in ``delay`` seconds;
+        ``reason`` is why the last attempt failed or the connection ended (a
+        :class:`~txheartbeat.ConnectionClosed` for a close).  Overrides that
+        take only ``(attempt, delay)`` keep working.
+        """
 
-    def onGiveUp(self) -> None:
-        """``maxRetries`` attempts failed in a row; nothing more will be tried."""
+    def onGiveUp(self, reason: Optional[Failure] = None) -> None:
+        """
+        Nothing more will be tried: ``maxRetries`` attempts failed in a row,
+        or ``shouldRetry`` said no.  ``reason`` is the last failure (overrides
+        without the argument keep working).
+        """
 
     def onHeartbeat(self, roundTrip: float) -> None:
         """A heartbeat was answered ``roundTrip`` seconds after it was sent."""
@@ -225,6 +237,21 @@ class HeartbeatHandler:
             protocol.sendPayload(queue.popleft())
         if not queue:
             self._queue = None
+
+    def _fireReason(self, hook: str, reason: Failure, *args: Any) -> None:
+        """Call a hook with ``reason`` appended, if its signature takes it (0.1 overrides do not)."""
+        key = (type(self), hook)
+        takes = _TAKES_REASON.get(key)
+        if takes is None:
+            try:
+                inspect.signature(getattr(self, hook)).bind(*args, reason)
+                takes = True
+            except TypeError:
+                takes = False
+            except ValueError:  # no signature to inspect (a builtin): call it the 0.1 way
+                takes = False
+            _TAKES_REASON[key] = takes
+        self._fire(hook, *args, reason) if takes else self._fire(hook, *args)
 
     def _fire(self, hook: str, *args: Any) -> None:
         """Call a hook; log what it raises instead of letting it escape."""

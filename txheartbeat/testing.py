@@ -107,6 +107,8 @@ class RecordingHandler(HeartbeatHandler):
         super().__init__()
         self.clock = clock
         self.events: List[Tuple[Any, ...]] = []
+        #: ``(hook, exception)`` for every onReconnect and onGiveUp: the reason each was given
+        self.reasons: List[Tuple[str, Any]] = []
 
     def _record(self, name: str, *args: Any) -> None:
         now = self.clock.seconds() if self.clock is not None else None
@@ -128,11 +130,13 @@ class RecordingHandler(HeartbeatHandler):
     def onError(self, failure: Failure) -> None:
         self._record("onError", failure.value)
 
-    def onReconnect(self, attempt: int, delay: float) -> None:
+    def onReconnect(self, attempt: int, delay: float, reason: Optional[Failure] = None) -> None:
         self._record("onReconnect", attempt, delay)
+        self.reasons.append(("onReconnect", reason.value if reason is not None else None))
 
-    def onGiveUp(self) -> None:
+    def onGiveUp(self, reason: Optional[Failure] = None) -> None:
         self._record("onGiveUp")
+        self.reasons.append(("onGiveUp", reason.value if reason is not None else None))
 
     def onHeartbeat(self, roundTrip: float) -> None:
         self._record("onHeartbeat", roundTrip)

@@ -1,0 +1,121 @@
+"""
+Retry decisions: whether to try again after a failure, and when.
+
+Pure functions of a :class:`RetryContext`; the random source is injectable.
+The factory builds the context after every failed attempt or lost
+connection and asks :func:`shouldRetryByDefault` (or the user's
+``shouldRetry``) and :class:`ReconnectPolicy` (or the user's
+``retryPolicy``).
+"""
+
+from __future__ import annotations
+
+import random as _random
+import re
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from twisted.internet.error import ConnectionRefusedError
+from twisted.python.failure import Failure
+
+from ._backoff import RetryPolicy
+from ._errors import ConnectionClosed, HandshakeError, TLSRequired
+
+#: HTTP statuses on the upgrade that no retry will fix (by default).
+FATAL_STATUSES = frozenset({401, 403, 404})
+#: Close codes after which the server does not want this client back (by default).
+FATAL_CLOSE_CODES = frozenset({1008})
+#: The close code a server sends for a planned restart, and for "try again later".
+SERVICE_RESTART, TRY_AGAIN_LATER = 1012, 1013
+_WINDOW = re.compile(r"retry-window=(\d+(?:\.\d+)?)")
+
+
+@dataclass(frozen=True)
+class RetryContext:
+    """What a retry decision can look at."""
+
+    #: the reconnect about to be scheduled, numbered from 1 (since the last stable open)
+    attempt: int
+    #: why the last attempt failed or the connection ended
+    failure: Failure
+    #: seconds since the last open, or ``None`` if none opened yet
+    sinceOpen: Optional[float]
+
+
+def shouldRetryByDefault(failure: Failure) -> bool:
+    """
+    The default ``shouldRetry``: retry network errors, timeouts, HTTP 5xx and
+    429, dead peers and closes; stop on HTTP 401/403/404, on close code 1008
+    (policy violation) and on :class:`TLSRequired`.
+    """
+    error = failure.value
+    if isinstance(error, HandshakeError) and error.status in FATAL_STATUSES:
+        return False
+    if isinstance(error, ConnectionClosed) and error.code in FATAL_CLOSE_CODES:
+        return False
+    return not isinstance(error, TLSRequired)
+
+
+def restartWindow(reason: Optional[str]) -> Optional[float]:
+    """The window a server announced in a 1012 close reason (``retry-window=5``), if any."""
+    match = _WINDOW.search(reason or "")
+    return float(match.group(1)) if match else None
+
+
+class ReconnectPolicy:
+    """
+    txheartbeat's default reconnect schedule, tuned so that every outage
+    length ends in a fast, smooth return.
+
+    * **Nothing listening** (``ConnectionRefusedError``: the cheapest failure
+      for the server host, and the signature of a restart): probe at a
+      steady pace, every ``probeInterval`` seconds ± a third, uniformly
+      random, never backing off (``probeInterval=None``: back off as below;
+      no spread with ``jitter=0``). After a restart every client's next
+      probe falls within ``4/3 * probeInterval``, spread evenly.
+    * **Failures that cost the server** (HTTP 5xx, timeouts, a connection
+      accepted and then dropped, a dead peer): exponential backoff,
+      ``initialDelay * factor**(n-1)`` spread by ±``jitter``, capped at
+      ``maxDelay``; the first one spread over ``[0, initialDelay]``.
+    * **Server hints** come first: close 1012 (service restart) waits a
+      uniformly random time within the announced window (``retry-window=S``
+      in the close reason; ``restartWindow`` seconds if none); close 1013
+      (try again later) backs off as for an overload; an HTTP 503 or 429
+      with ``Retry-After`` waits that long (up to ``maxDelay``, plus up to
+      10 % so that clients do not return in step).
+    """
+
+    def __init__(
+        self,
+        backoff: RetryPolicy,
+        *,
+        probeInterval: Optional[float] = 1.25,
+        restartWindow: float = 5.0,
+        maxDelay: float = 30.0,
+        spread: bool = True,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.backoff = backoff
+        self.spread = spread
+        self.probeInterval = probeInterval
+        self.restartWindow = restartWindow
+        self.maxDelay = maxDelay
+        self.random = random
+
+    def backsOff(self, failure: Failure) -> bool:
+        """Whether this failure is a step of the exponential backoff (all but refusals, while probing)."""
+        return self.probeInterval is None or not failure.check(ConnectionRefusedError)
+
+    def __call__(self, context: RetryContext, costlyStep: int) -> float:
+        """The delay before the next attempt; ``costlyStep`` counts costly failures in a row (from 1)."""
+        error = context.failure.value
+        if isinstance(error, ConnectionClosed) and error.code == SERVICE_RESTART:
+            window = restartWindow(error.reason)
+            return min(self.maxDelay, (self.restartWindow if window is None else window) * self.random())
+        if isinstance(error, HandshakeError) and error.retryAfter is not None and error.status in (429, 503):
+            return min(self.maxDelay, error.retryAfter * (1.0 + 0.1 * self.random()))
+        if isinstance(error, ConnectionRefusedError) and self.probeInterval is not None:
+            if not self.spread:
+                return min(self.maxDelay, self.probeInterval)
+            return min(self.maxDelay, self.probeInterval * (2.0 / 3.0 + (2.0 / 3.0) * self.random()))
+        return self.backoff(max(1, costlyStep))
