@@ -622,3 +622,20 @@ def test_explicit_endpoint_is_used_and_cancelled_on_close():
     h.close()
     assert r.pending == [] and h.factory.state == "closed"
     quiet(r)
+
+
+def test_idle_protocol_dict_stays_under_its_resize_point():
+    """An idle heartbeated connection's protocol keeps at most 85 instance attributes after a heartbeat (a 128-slot dict on CPython: ~1.7 KiB more per connection past it)."""
+    import sys
+
+    r = MemoryReactor()
+    h = RecordingHandler(r)
+    connect(URL, h, reactor=r, pingInterval=1, pongTimeout=1).addErrback(lambda f: None)
+    protocol = r.accept().client
+    r.advance(1.5)  # one heartbeat went round
+    assert h.stats.heartbeatsAnswered == 1
+    assert len(protocol.__dict__) <= 85, sorted(protocol.__dict__)
+    if sys.version_info[:2] == (3, 11):
+        assert sys.getsizeof(protocol.__dict__) <= 1584
+    h.close()
+    r.advance(5)

@@ -97,7 +97,8 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     def connectionMade(self) -> None:
         factory = self.factory
         self.clock = factory.reactor
-        self.closeTimeout = factory.closeTimeout
+        if factory.closeTimeout != self.closeTimeout:  # (the class default: no __dict__ entry)
+            self.closeTimeout = factory.closeTimeout
         self.limitBuffered(factory.maxBuffered)
         if factory.isSecure and factory.proxy is None and not ISSLTransport.providedBy(self.transport):
             # reactor.connectTCP() with a wss:// factory: never send the
@@ -114,9 +115,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         # logs it at debug level ("sent HTTP request"; as hex with logOctets),
         # the Authorization header made from URL user info included.  Redact
         # until open, and dump no octets until then.
-        self._logOctets = getattr(self, "logOctets", factory.logOctets)
-        self.logOctets = False
-        self.log = HandshakeLog(self.log)
+        HandshakeLog.install(self, getattr(self, "logOctets", factory.logOctets))
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -131,9 +130,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     # Autobahn's internal entry points (user overrides of on* stay safe) -----
 
     def _onOpen(self) -> None:
-        if isinstance(self.log, HandshakeLog):
-            self.log = self.log.wrapped
-            self.logOctets = self._logOctets
+        HandshakeLog.restore(self)
         factory = self.factory
         self.opened = True
         self.startHeartbeat(factory.pingInterval, factory.pongTimeout, factory.pingMessage)

@@ -39,24 +39,21 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
     #: Autobahn copies it from the factory at connectionMade (annotation only: no class default)
     logOctets: bool
     _leaveCall: Optional[IDelayedCall] = None
-    _logOctets = False
 
     def connectionMade(self) -> None:
         self.clock = self.factory.reactor
-        self.closeTimeout = self.factory.closeTimeout
+        if self.factory.closeTimeout != self.closeTimeout:  # (the class default: no __dict__ entry)
+            self.closeTimeout = self.factory.closeTimeout
         self.limitBuffered(self.factory.maxBuffered)
         super().connectionMade()
         # At debug level Autobahn logs the client's request three times over
         # (raw, as a header dict, in the default onConnect), and with
         # logOctets as hex, which cannot be redacted reliably: credentials
         # included.  Redact until open, and dump no octets until then.
-        self.log = HandshakeLog(self.log)
-        self._logOctets, self.logOctets = self.logOctets, False
+        HandshakeLog.install(self, self.logOctets)
 
     def _onOpen(self) -> None:
-        if isinstance(self.log, HandshakeLog):
-            self.log = self.log.wrapped
-            self.logOctets = self._logOctets
+        HandshakeLog.restore(self)
         factory = self.factory
         factory.clients.add(self)
         self.startHeartbeat(factory.pingInterval, factory.pongTimeout)
