@@ -66,6 +66,13 @@ def buildParser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=_port, default=9000)
     s.add_argument("--ping-interval", type=_seconds, default=15.0, metavar="S")
     s.add_argument("--pong-timeout", type=_seconds, default=10.0, metavar="S")
+    s.add_argument(
+        "--restart-window",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="on SIGTERM/SIGINT, close clients with 1012 asking them to reconnect within S seconds",
+    )
     return parser
 
 
@@ -203,5 +210,7 @@ def _serve(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
         f"ping {args.ping_interval:g} s, pong {args.pong_timeout:g} s)\n"
     )
     sys.stderr.flush()
+    # A planned stop (SIGTERM, SIGINT) closes clients with 1012 so they spread their reconnects.
+    reactor.addSystemEventTrigger("before", "shutdown", factory.restart, args.restart_window)
     forever: Deferred[None] = Deferred()
     return forever

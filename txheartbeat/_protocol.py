@@ -299,10 +299,18 @@ class HeartbeatMixin:
         super()._fail_connection(code, reason)  # type: ignore[misc]
 
     def closeGracefully(self, code: int = 1000, reason: Optional[str] = None) -> None:
-        """Start a close handshake, aborting if it does not end within ``closeTimeout``."""
+        """
+        Start a close handshake, aborting if it does not end within
+        ``closeTimeout``.  Codes Autobahn's ``sendClose`` refuses (1001,
+        1012, 1013: a server's restart or overload hints) go out through its
+        frame-level ``sendCloseFrame``.
+        """
         if self.heartbeat is not None:
             self.heartbeat.stop()
-        self.sendClose(code, reason)  # type: ignore[attr-defined]
+        if code == 1000 or 3000 <= code <= 4999:
+            self.sendClose(code, reason)  # type: ignore[attr-defined]
+        else:
+            self.sendCloseFrame(code, (reason or "").encode("utf-8")[:123], isReply=False)  # type: ignore[attr-defined]
         self.startClosingTimer()
 
     def abort(self, failure: Optional[Failure] = None) -> None:

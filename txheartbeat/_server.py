@@ -5,9 +5,12 @@ clients and reaps the silent ones, and asks clients to leave by message.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional, Set, Tuple, Union
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -51,6 +54,13 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         # logOctets as hex, which cannot be redacted reliably: credentials
         # included.  Redact until open, and dump no octets until then.
         HandshakeLog.install(self, self.logOctets)
+
+    def processHandshake(self) -> None:
+        retryAfter = self.factory.retryAfter
+        if retryAfter is not None and self.state == WebSocketProtocol.STATE_CONNECTING:
+            self.failHandshake("server overloaded: try again later", 503, [("Retry-After", str(math.ceil(retryAfter)))])
+            return
+        super().processHandshake()
 
     def _onOpen(self) -> None:
         HandshakeLog.restore(self)
@@ -190,6 +200,37 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         self.clients: Set[HeartbeatServerProtocol] = set()
         #: clients aborted because they went silent
         self.deadClients = 0
+        #: while not ``None``, upgrades are refused with 503 and this ``Retry-After`` (see :meth:`overloaded`)
+        self.retryAfter: Optional[float] = None
+
+    def restart(self, window: float = 5.0, reason: str = "service restart") -> Deferred[None]:
+        """
+        Ask every open client to reconnect, spread over ``window`` seconds:
+        each gets close code 1012 (service restart) with ``retry-window=S``
+        in the reason; txheartbeat clients reconnect after a uniformly random
+        delay within it.  Other clients just see a close and reconnect their
+        own way (websocket-heartbeat-js after its fixed delay).
+
+        :returns: a Deferred that fires when every one of those connections
+            is closed (each close is bounded by ``closeTimeout``).
+        """
+        checkInterval("window", window, allowNone=False)
+        closing = [client for client in list(self.clients) if client.isOpen]
+        for client in closing:
+            client.closeGracefully(1012, f"{reason}; retry-window={window:g}")
+        _log.info("txheartbeat: restart: {n} client(s) asked to reconnect within {w:g} s", n=len(closing), w=window)
+        return DeferredList([client.is_closed for client in closing]).addCallback(lambda _: None)
+
+    def overloaded(self, retryAfter: Optional[float] = 30.0) -> None:
+        """
+        Refuse new WebSocket upgrades with HTTP 503 and ``Retry-After:
+        retryAfter`` (seconds, rounded up) until ``overloaded(None)``;
+        connections already open are kept.  txheartbeat clients wait that long
+        (bounded by their ``maxDelay``) before they try again.
+        """
+        if retryAfter is not None:
+            checkInterval("retryAfter", retryAfter, allowNone=False)
+        self.retryAfter = retryAfter
 
     def heartbeatAnswer(self, payload: bytes, isBinary: bool) -> Optional[Tuple[bytes, bool]]:
         """Return ``(data, isBinary)`` to answer a heartbeat, or ``None`` for an application message."""
