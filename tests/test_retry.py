@@ -20,15 +20,29 @@ def delays(handler: RecordingHandler) -> List[float]:
 
 
 def test_refused_attempts_probe_at_a_steady_jittered_pace(reactor, handler):
-    """While nothing listens, retries come every probeInterval ± a third, never backing off, however long the outage."""
+    """While nothing listens, the first retry draws a phase in [0, probeInterval], the next come every probeInterval ± 5 %, never backing off."""
     connect(URL, handler, reactor=reactor, maxDelay=30).addErrback(lambda f: None)
     for _ in range(60):
         reactor.refuse()
         reactor.advance(handler.factory.delay)
-    got = delays(handler)
-    assert len(got) == 60 and all(1.25 * 2 / 3 <= d <= 1.25 * 4 / 3 for d in got)
-    assert max(got) - min(got) > 0.4  # really spread, so that clients fall out of step
+    first, *rest = delays(handler)
+    assert 0 <= first <= 1.5
+    assert len(rest) == 59 and all(1.5 * 0.95 <= d <= 1.5 * 1.05 for d in rest)
+    assert max(rest) - min(rest) > 0.05  # jittered, so that clients never lock into step
     handler.close()
+
+
+def test_phases_of_many_clients_spread_evenly(reactor):
+    """The first retries of 200 clients refused at once cover [0, probeInterval] evenly (no 0.1 s slot holds more than twice its share)."""
+    firsts = []
+    for _ in range(200):
+        h = RecordingHandler(reactor)
+        connect(URL, h, reactor=reactor).addErrback(lambda f: None)
+        reactor.refuse()
+        firsts.append(h.factory.delay)
+        h.close()
+    slots = [sum(1 for d in firsts if k * 0.1 <= d < (k + 1) * 0.1) for k in range(15)]
+    assert max(slots) <= 2 * 200 / 15 and min(slots) > 0
 
 
 def test_refused_with_probing_off_backs_off(reactor, handler):
@@ -52,7 +66,7 @@ def test_costly_failures_back_off_exponentially_between_refusals(reactor, handle
         else:
             reactor.accept(rawFactory(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"))
         reactor.advance(handler.factory.delay)
-    assert delays(handler) == [1.0, 2.0, 1.25, 4.0]
+    assert delays(handler) == [1.0, 2.0, 1.5, 4.0]
     handler.close()
 
 
@@ -172,8 +186,10 @@ def test_old_style_hooks_without_reason_still_work(reactor):
 def test_policy_is_pure_with_injected_random():
     """ReconnectPolicy is a pure function of its context and random source."""
     policy = ReconnectPolicy(lambda n: 2.0**n, probeInterval=1.5, restartWindow=4.0, maxDelay=10.0, random=lambda: 0.5)
-    refused = RetryContext(1, Failure(ConnectionRefusedError()), None)
-    assert policy(refused, 0) == 1.5
+    refused = RetryContext(1, Failure(ConnectionRefusedError()), None, refusals=1)
+    assert policy(refused, 0) == 0.75  # the phase: half of probeInterval with random() == 0.5
+    again = RetryContext(2, Failure(ConnectionRefusedError()), None, refusals=2)
+    assert policy(again, 0) == 1.5
     closed = RetryContext(1, Failure(ConnectionClosed(1012, "retry-window=2", True)), 3.0)
     assert policy(closed, 1) == 1.0
     assert policy(RetryContext(3, Failure(HandshakeError("x", 500)), None), 3) == 8.0

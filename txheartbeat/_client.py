@@ -18,7 +18,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.util import parse_url
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.error import ConnectionDone, DNSLookupError, NotConnectingError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError, DNSLookupError, NotConnectingError
 from twisted.internet.interfaces import (
     IConnector,
     IDelayedCall,
@@ -301,9 +301,11 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         failure or loss (default :func:`~txheartbeat._retry.shouldRetryByDefault`:
         not after HTTP 401/403/404, close code 1008 or ``TLSRequired``);
         ``False`` gives up at once, ``onGiveUp(reason)`` says why.
-    :param probeInterval: seconds between attempts (± a third) while the
-        server refuses connections (nothing listening); ``None``: back off
-        as for other failures.
+    :param probeInterval: while the server refuses connections (nothing
+        listening), the first retry comes within ``[0, probeInterval]`` and
+        the next every ``probeInterval`` ± 5 %, never backing off; the first
+        retry after losing a stable connection is spread over the same
+        interval.  ``None``: back off as for other failures.
     :param restartWindow: seconds over which to spread the reconnect after a
         close 1012 (service restart) that announces no window.
     :param prepare: ``attempt -> preparation`` (or a Deferred of it), called
@@ -338,6 +340,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     _attemptNo = 0  # prepare(attempt) numbering, from 1 since connect()
     _failures = 0  # failed attempts in a row (maxRetries)
     _costly = 0  # failures that cost the server, in a row since a stable open (backoff step)
+    _refusals = 0  # refused attempts in a row
+    _lostOpen = False  # the failure being decided ended an open connection
     _openTimer: Optional[IDelayedCall] = None
     _openedAt = 0.0
     _parked: Optional[List[Any]] = None  # waiters held while a loss's hooks run
@@ -362,7 +366,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         maxBuffered: Optional[int] = None,
         retryPolicy: Optional[RetryPolicy] = None,
         shouldRetry: Optional[Callable[[Failure], bool]] = None,
-        probeInterval: Optional[float] = 1.25,
+        probeInterval: Optional[float] = 1.5,
         restartWindow: float = 5.0,
         prepare: Optional[Prepare] = None,
         endpoint: Union[None, str, IStreamClientEndpoint] = None,
@@ -726,6 +730,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
                 d.callback(handler)
 
     def _connectionLost(self, protocol: HeartbeatClientProtocol) -> None:
+        self._lostOpen = True
         if self.reactor.seconds() - self._openedAt >= self.minUptime:
             self.resetDelay()
         self._inHooks(self._reportClose, protocol)
@@ -743,6 +748,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._attemptFailed(failure)
 
     def _attemptFailed(self, failure: Failure) -> None:
+        self._lostOpen = False
         self._pendingD = None
         self._addresses = []
         self._failures += 1
@@ -771,6 +777,12 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             self.retries += 1
             if self._policy is None or self._policy.backsOff(failure):
                 self._costly += 1
+            # Refusals in a row; a spread first retry after a stable loss counts as the first, so
+            # that the phase it drew carries on into the probes.
+            if failure.check(ConnectionRefusedError):
+                self._refusals += 1
+            else:
+                self._refusals = 1 if self._lostOpen and self._costly <= 1 else 0
             self._event(Event.RETRY, self._retryDelay(failure), failure)
 
     def _retryDelay(self, failure: Failure) -> float:
@@ -778,7 +790,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         try:
             if self._policy is not None:
                 sinceOpen = self.reactor.seconds() - self._openedAt if self.handler.stats.opens else None
-                delay = self._policy(RetryContext(attempt, failure, sinceOpen), self._costly)
+                afterOpen = self.state == State.DISCONNECTED and self._lostOpen
+                context = RetryContext(attempt, failure, sinceOpen, afterOpen, self._refusals)
+                delay = self._policy(context, self._costly)
             else:
                 delay = float(self.retryPolicy(attempt))
             if not 0 <= delay < float("inf"):

@@ -40,6 +40,11 @@ class RetryContext:
     failure: Failure
     #: seconds since the last open, or ``None`` if none opened yet
     sinceOpen: Optional[float]
+    #: whether ``failure`` ended a connection that had opened (rather than an attempt)
+    afterOpen: bool = False
+    #: refused attempts in a row, this one included; a spread first retry after losing a stable
+    #: connection counts as one (its random phase carries on into the probes)
+    refusals: int = 0
 
 
 def shouldRetryByDefault(failure: Failure) -> bool:
@@ -69,10 +74,15 @@ class ReconnectPolicy:
 
     * **Nothing listening** (``ConnectionRefusedError``: the cheapest failure
       for the server host, and the signature of a restart): probe at a
-      steady pace, every ``probeInterval`` seconds ± a third, uniformly
-      random, never backing off (``probeInterval=None``: back off as below;
-      no spread with ``jitter=0``). After a restart every client's next
-      probe falls within ``4/3 * probeInterval``, spread evenly.
+      steady pace, never backing off. The first probe of a streak comes at a
+      uniformly random point of ``[0, probeInterval]`` (the client's phase),
+      the next ones every ``probeInterval`` ± 5 %: the clients of a dead
+      server probe as one even stream, and after its restart every one is
+      back within ``probeInterval``. The first retry after the loss of a
+      stable connection (up ``minUptime``) is spread over ``[0,
+      probeInterval]`` the same way, since it is what every client of a
+      crashed server does at once. (``probeInterval=None``: back off as
+      below; no random spread with ``jitter=0``.)
     * **Failures that cost the server** (HTTP 5xx, timeouts, a connection
       accepted and then dropped, a dead peer): exponential backoff,
       ``initialDelay * factor**(n-1)`` spread by ±``jitter``, capped at
@@ -89,7 +99,7 @@ class ReconnectPolicy:
         self,
         backoff: RetryPolicy,
         *,
-        probeInterval: Optional[float] = 1.25,
+        probeInterval: Optional[float] = 1.5,
         restartWindow: float = 5.0,
         maxDelay: float = 30.0,
         spread: bool = True,
@@ -114,8 +124,13 @@ class ReconnectPolicy:
             return min(self.maxDelay, (self.restartWindow if window is None else window) * self.random())
         if isinstance(error, HandshakeError) and error.retryAfter is not None and error.status in (429, 503):
             return min(self.maxDelay, error.retryAfter * (1.0 + 0.1 * self.random()))
-        if isinstance(error, ConnectionRefusedError) and self.probeInterval is not None:
-            if not self.spread:
-                return min(self.maxDelay, self.probeInterval)
-            return min(self.maxDelay, self.probeInterval * (2.0 / 3.0 + (2.0 / 3.0) * self.random()))
+        probe = self.probeInterval
+        if probe is not None:
+            if context.refusals > 1 and context.failure.check(
+                ConnectionRefusedError
+            ):  # keep the phase: a steady stream, not a random walk into clumps
+                return min(self.maxDelay, probe * (1.0 + 0.05 * (2.0 * self.random() - 1.0)) if self.spread else probe)
+            refused = context.failure.check(ConnectionRefusedError) is not None
+            if (refused and context.refusals == 1) or (context.afterOpen and costlyStep <= 1 and self.spread):
+                return min(self.maxDelay, probe * self.random() if self.spread else probe)
         return self.backoff(max(1, costlyStep))
