@@ -35,6 +35,15 @@ def smallBuffers(transport: Any) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
 
 
+def sinkServer():
+    """A Sink server (no heartbeat, no message size limit) whose accepted sockets have small receive buffers."""
+    Sink.instances = []
+    server = HeartbeatServerFactory(pingInterval=None)
+    server.protocol = Sink
+    server.setProtocolOptions(maxMessagePayloadSize=0)
+    return listenSmall(server)
+
+
 def listenSmall(factory):
     port = _reactor.listenTCP(0, factory, interface="127.0.0.1")
     port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # inherited by accepted sockets
@@ -50,11 +59,7 @@ async def sleep(seconds: float) -> None:
 @pytest_twisted.ensureDeferred
 async def test_client_buffered_amount_max_buffered_and_when_drained():
     """A client sending to a server that stopped reading sees bufferedAmount grow, is refused past maxBuffered, and whenDrained() fires once the server reads again."""
-    Sink.instances = []
-    server = HeartbeatServerFactory(pingInterval=None)
-    server.protocol = Sink
-    server.setProtocolOptions(maxMessagePayloadSize=0)
-    port = listenSmall(server)
+    port = sinkServer()
     h = Waiter()
     try:
         await connect(f"ws://127.0.0.1:{port.getHost().port}/", h, maxBuffered=1_000_000, pingInterval=None)
@@ -89,11 +94,7 @@ async def test_client_buffered_amount_max_buffered_and_when_drained():
 @pytest_twisted.ensureDeferred
 async def test_when_drained_fails_when_the_connection_is_lost():
     """A whenDrained() waiter fails with NotConnected if the connection drops before the buffer drains; not open: fires at once."""
-    Sink.instances = []
-    server = HeartbeatServerFactory(pingInterval=None)
-    server.protocol = Sink
-    server.setProtocolOptions(maxMessagePayloadSize=0)
-    port = listenSmall(server)
+    port = sinkServer()
     h = Waiter()
     try:
         assert h.whenDrained().called  # not connected: nothing buffered
