@@ -39,7 +39,10 @@ async def test_restart_spreads_clients_over_the_window():
     try:
         await defer.gatherResults([connect(url, h, minUptime=0) for h in clients])
         reopened = defer.gatherResults([h.next("onOpen", timeout=10) for h in clients])
-        await server.restart(window=2.0).addTimeout(5, _reactor)
+        closed = server.restart(window=2.0)
+        assert server.retryAfter == 2.0  # a server about to stop refuses clients that come back early
+        server.overloaded(None)  # here the same server stands in for the restarted one
+        await closed.addTimeout(5, _reactor)
         await reopened
         reconnects = [e for h in clients for e in h.events if e[1] == "onReconnect"]
         assert len(reconnects) == 20

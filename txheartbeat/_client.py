@@ -124,8 +124,10 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
             # (with TLSRequired, Autobahn never started on this connection)
             super().connectionLost(reason)
         self.stopTimers()
-        self.failDrainWaiters()
-        self.factory._protocolLost(self)
+        try:
+            self.failDrainWaiters()
+        finally:
+            self.factory._protocolLost(self)
 
     # Autobahn's internal entry points (user overrides of on* stay safe) -----
 
@@ -186,9 +188,16 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
 
     # Used by the handler -------------------------------------------------------
 
-    def sendPayload(self, data: Message) -> None:
-        """Send ``str`` as a text message, ``bytes`` as a binary one (``TypeError`` otherwise)."""
-        self.sendMessage(*encodeMessage(data))
+    def sendPayload(self, data: Message, limited: bool = True) -> None:
+        """
+        Send ``str`` as a text message, ``bytes`` as a binary one (``TypeError``
+        otherwise); ``limited=False`` skips ``maxBuffered`` (the send queue,
+        already bounded by ``sendQueueSize``, is flushed that way).
+        """
+        if limited:
+            self.sendMessage(*encodeMessage(data))
+        else:
+            self.sendUnlimited(*encodeMessage(data))
         self.factory.handler.stats.messagesSent += 1
 
 
@@ -198,14 +207,14 @@ def _retryAfter(headers: Optional[Mapping[str, str]]) -> Optional[float]:
     if not value:
         return None
     try:
-        return max(0.0, float(value.strip()))
+        seconds = float(value.strip())
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    # Zero, past dates and garbage are no hint: the client backs off as usual instead of looping.
+    return seconds if 0 < seconds < float("inf") else None
 
 
 def _discard(waiters: List[Any], d: Any) -> None:

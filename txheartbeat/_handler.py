@@ -234,14 +234,15 @@ class HeartbeatHandler:
     def _flush(self, protocol: HeartbeatClientProtocol) -> None:
         queue = self._queue
         while queue and protocol.isOpen:
-            protocol.sendPayload(queue.popleft())
+            protocol.sendPayload(queue.popleft(), limited=False)
         if not queue:
             self._queue = None
 
     def _fireReason(self, hook: str, reason: Failure, *args: Any) -> None:
         """Call a hook with ``reason`` appended, if its signature takes it (0.1 overrides do not)."""
+        # Cached per class; a hook set on the instance is looked at each time.
         key = (type(self), hook)
-        takes = _TAKES_REASON.get(key)
+        takes = None if hook in self.__dict__ else _TAKES_REASON.get(key)
         if takes is None:
             try:
                 inspect.signature(getattr(self, hook)).bind(*args, reason)
@@ -250,7 +251,8 @@ class HeartbeatHandler:
                 takes = False
             except ValueError:  # no signature to inspect (a builtin): call it the 0.1 way
                 takes = False
-            _TAKES_REASON[key] = takes
+            if hook not in self.__dict__:
+                _TAKES_REASON[key] = takes
         self._fire(hook, *args, reason) if takes else self._fire(hook, *args)
 
     def _fire(self, hook: str, *args: Any) -> None:

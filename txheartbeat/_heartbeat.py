@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+_log = Logger(namespace="txheartbeat")
 
 
 def checkInterval(name: str, value: Optional[float], *, allowNone: bool = True) -> None:
@@ -172,7 +175,7 @@ class Heartbeat:
             self._schedule(self._timeout, self._deadline)
             if self._progress is not None:
                 # Before sending: whether our own data is queued ahead of the heartbeat.
-                sample = self._progress()
+                sample = self._sample()
                 self._position = None if sample is None else sample[0]
                 self._drained = sample is None or sample[1] == 0
         self._sendPing()
@@ -189,11 +192,19 @@ class Heartbeat:
         self._pingSentAt = None
         self._onDead(self._clock.seconds() - self.lastTraffic)
 
+    def _sample(self) -> Optional[Tuple[int, int]]:
+        try:
+            return self._progress()  # type: ignore[misc]
+        except Exception:
+            # Evidence we cannot read is no evidence: the exact rule applies.
+            _log.failure("txheartbeat: the outbound progress probe raised")
+            return None
+
     def _progressing(self) -> bool:
         """Whether our bytes are still moving towards a live peer (sampled now)."""
         if self._progress is None or self._position is None:
             return False
-        sample = self._progress()
+        sample = self._sample()
         if sample is None:
             return False
         position, backlog = sample

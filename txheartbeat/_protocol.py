@@ -15,14 +15,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from txaio.interfaces import log_levels
 
 from ._errors import HeartbeatTimeout, NotConnected, ProtocolError, SendQueueFull
 from ._handler import encodeMessage
-from ._heartbeat import Heartbeat
+from ._heartbeat import Heartbeat, checkByteCount
 from ._tcpinfo import Progress, outboundProgress, userBacklog
 
 PingMessage = Union[None, str, bytes, Callable[[], Union[str, bytes]]]
@@ -194,6 +194,7 @@ class HeartbeatMixin:
 
     def limitBuffered(self, maxBuffered: Optional[int]) -> None:
         """Make ``sendMessage`` raise :class:`SendQueueFull` past ``maxBuffered`` bytes (set per connection)."""
+        checkByteCount("maxBuffered", maxBuffered)
         # Instance attributes only where a limit is set: no cost on the hot path
         # otherwise, and no entry in the protocol's (already large) __dict__.
         if maxBuffered is None:
@@ -210,7 +211,7 @@ class HeartbeatMixin:
                 f"{buffered} bytes already wait to be written (maxBuffered={self.maxBuffered}); "
                 "wait for whenDrained() before sending more"
             )
-        self.sendUnlimited(payload, *args, **kwargs)
+        type(self).sendMessage(self, payload, *args, **kwargs)  # type: ignore[attr-defined]  # a subclass's, then Autobahn's
 
     def sendUnlimited(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
         """Autobahn's ``sendMessage``, never refused by ``maxBuffered`` (heartbeats and their answers)."""
@@ -223,6 +224,8 @@ class HeartbeatMixin:
         :class:`NotConnected` if the connection is lost first.  Looked at every
         20 ms on the reactor while someone waits; cancelling removes the waiter.
         """
+        if self.state == WebSocketProtocol.STATE_CLOSED or getattr(self.transport, "disconnected", False):
+            return fail(NotConnected("the connection is closed: what it buffered will never drain"))
         if userBacklog(self.transport) <= lowWater:
             return succeed(None)
         waiters = self._drainWaiters
@@ -243,7 +246,8 @@ class HeartbeatMixin:
         if self._drainWaiters:
             self._drainCall = self.clock.callLater(_DRAIN_POLL, self._checkDrain)
         for d in ready:
-            d.callback(None)
+            if not d.called:  # a waiter's callback may have cancelled another
+                d.callback(None)
 
     def _dropDrainWaiter(self, d: Deferred[None]) -> None:
         self._drainWaiters = [(low, w) for low, w in self._drainWaiters or [] if w is not d] or None
@@ -341,7 +345,8 @@ class HeartbeatMixin:
         """The connection is gone: what it buffered will never drain."""
         waiters, self._drainWaiters = self._drainWaiters or [], None
         for _, d in waiters:
-            d.errback(NotConnected("the connection was lost before its buffer drained"))
+            if not d.called:
+                d.errback(NotConnected("the connection was lost before its buffer drained"))
 
     def startClosingTimer(self) -> None:
         if self._closeCall is None and self.state != WebSocketProtocol.STATE_CLOSED:

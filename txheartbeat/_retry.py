@@ -27,7 +27,7 @@ FATAL_STATUSES = frozenset({401, 403, 404})
 FATAL_CLOSE_CODES = frozenset({1008})
 #: The close code a server sends for a planned restart, and for "try again later".
 SERVICE_RESTART, TRY_AGAIN_LATER = 1012, 1013
-_WINDOW = re.compile(r"retry-window=(\d+(?:\.\d+)?)")
+_WINDOW = re.compile(r"retry-window=(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -118,13 +118,18 @@ class ReconnectPolicy:
 
     def __call__(self, context: RetryContext, costlyStep: int) -> float:
         """The delay before the next attempt; ``costlyStep`` counts costly failures in a row (from 1)."""
+        # Clamp first, then spread: a hint or interval above maxDelay must not put clients in step.
         error = context.failure.value
         if isinstance(error, ConnectionClosed) and error.code == SERVICE_RESTART:
             window = restartWindow(error.reason)
-            return min(self.maxDelay, (self.restartWindow if window is None else window) * self.random())
+            if window is None or not window > 0:
+                window = self.restartWindow
+            return min(self.maxDelay, window) * self.random()
         if isinstance(error, HandshakeError) and error.retryAfter is not None and error.status in (429, 503):
-            return min(self.maxDelay, error.retryAfter * (1.0 + 0.1 * self.random()))
-        probe = self.probeInterval
+            wait = min(self.maxDelay, error.retryAfter)
+            spread = 0.1 * wait * self.random()
+            return wait + spread if wait + spread <= self.maxDelay else wait - spread
+        probe = None if self.probeInterval is None else min(self.probeInterval, self.maxDelay / 1.05)
         if probe is not None:
             if context.refusals > 1 and context.failure.check(
                 ConnectionRefusedError

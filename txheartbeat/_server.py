@@ -57,7 +57,8 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
 
     def processHandshake(self) -> None:
         retryAfter = self.factory.retryAfter
-        if retryAfter is not None and self.state == WebSocketProtocol.STATE_CONNECTING:
+        # Refuse only a complete request: the rest of it would otherwise hit a closed socket and reset the 503.
+        if retryAfter is not None and self.state == WebSocketProtocol.STATE_CONNECTING and b"\r\n\r\n" in self.data:
             self.failHandshake("server overloaded: try again later", 503, [("Retry-After", str(math.ceil(retryAfter)))])
             return
         super().processHandshake()
@@ -110,7 +111,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         """
         if not self.isOpen or self._leaveCall is not None:
             return
-        self.sendMessage(*encodeMessage(message if message is not None else self.factory.leaveMessage))
+        self.sendUnlimited(*encodeMessage(message if message is not None else self.factory.leaveMessage))
         wait = timeout if timeout is not None else self.factory.leaveTimeout
         self._leaveCall = self.clock.callLater(wait, self._leaveTimedOut)
 
@@ -215,9 +216,13 @@ class HeartbeatServerFactory(WebSocketServerFactory):
             is closed (each close is bounded by ``closeTimeout``).
         """
         checkInterval("window", window, allowNone=False)
+        # Clients coming back early must not open on a server about to stop.
+        self.retryAfter = window if self.retryAfter is None else self.retryAfter
+        hint = f"retry-window={window:g}"
+        text = f"{hint}; {reason}".encode()[:123].decode("utf-8", "ignore")  # the hint first: never cut
         closing = [client for client in list(self.clients) if client.isOpen]
         for client in closing:
-            client.closeGracefully(1012, f"{reason}; retry-window={window:g}")
+            client.closeGracefully(1012, text)
         _log.info("txheartbeat: restart: {n} client(s) asked to reconnect within {w:g} s", n=len(closing), w=window)
         return DeferredList([client.is_closed for client in closing]).addCallback(lambda _: None)
 

@@ -51,6 +51,9 @@ def userBacklog(transport: Any) -> int:
         pending = getattr(transport, "_appSendBuffer", None)  # TLSMemoryBIOProtocol before/while paused
         if pending:
             total += sum(len(chunk) for chunk in pending)
+        aggregated = getattr(getattr(transport, "_aggregator", None), "_buffer", None)  # TLS: writes of this turn
+        if aggregated:
+            total += sum(len(chunk) for chunk in aggregated)
         transport = getattr(transport, "transport", None)  # TLS over TCP: look at the TCP transport too
     return total
 
