@@ -15,14 +15,14 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+import storm  # benchmarks/storm.py, next to this file
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -158,47 +158,6 @@ def idleScale(runs: int, count: int, idleSeconds: float) -> Dict[str, List[Dict[
     return results
 
 
-def storm(count: int, maxDelay: float, downFor: float) -> Dict[str, Any]:
-    """Kill the server under ``count`` open clients, restart it ``downFor`` s later, time the recovery."""
-    server = Server()
-    proc = subprocess.Popen(
-        [sys.executable, WORKERS, "storm", server.url, str(count), str(maxDelay)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    assert proc.stdout is not None
-    try:
-        assert json.loads(proc.stdout.readline())["ready"]
-        port = server.port
-        server.kill()
-        time.sleep(downFor)
-        server = Server(port)
-        restarted = time.monotonic()  # the new server is listening
-        result = json.loads(proc.stdout.readline())
-        proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        server.kill()
-    lost = result["lost"]
-    times = [t - lost for t in result["attempts"]]
-    span = max(result["allBack"] - lost, 0.1)
-    windows: Dict[int, int] = {}
-    for t in times:
-        windows[int(t / 0.1)] = windows.get(int(t / 0.1), 0) + 1
-    return {
-        "clients": count,
-        "down": restarted - lost,
-        "maxDelay": maxDelay,
-        "allBackAfterLoss": span,
-        "allBackAfterRestart": result["allBack"] - restarted,
-        "attempts": len(times),
-        "peakWindow": max(windows.values()),
-        "meanWindow": len(times) / (span / 0.1),
-    }
-
-
 def versions() -> Dict[str, str]:
     from importlib.metadata import version
 
@@ -306,24 +265,16 @@ def main() -> None:
     )
     show()
 
-    n = 200 if quick else 1000
-    show(f"## 4. Reconnect storm ({n:,} clients, server killed and restarted)")
-    show()
-    st = storm(n, 5.0, 0.5)
+    settings = storm.options(quick)
+    count, outages, kinds = settings.pop("count"), settings.pop("outages"), settings.pop("kinds")
     show(
-        f"The server is killed, then restarted at once (down {st['down']:.2f} s from the clients' loss to the new "
-        f"server listening); maxDelay {st['maxDelay']:g} s, other options default."
+        f"## 4. Reconnect storm ({count:,} clients per kind; server killed, restarted after "
+        + ", ".join(f"{d:g}" for d in outages)
+        + " s; planned restart)"
     )
     show()
-    show(
-        "| all reopened, after the loss | after the restart | attempts | peak attempts in 100 ms | mean per 100 ms | peak / mean |"
-    )
-    show("|---|---|---|---|---|---|")
-    show(
-        f"| {st['allBackAfterLoss']:.2f} s | {st['allBackAfterRestart']:.2f} s (target ≤ maxDelay + 1 s) | "
-        f"{st['attempts']} | {st['peakWindow']} | {st['meanWindow']:.1f} | "
-        f"{st['peakWindow'] / st['meanWindow']:.2f} (target ≤ 3) |"
-    )
+    for line in storm.markdown(storm.sweep(count, outages, kinds, **settings)):
+        show(line)
     show()
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")

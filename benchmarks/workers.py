@@ -277,53 +277,299 @@ def idle(kind: str, url: str, count: int, interval: float, idleSeconds: float) -
 
 
 # 4. Reconnect storm ------------------------------------------------------------------
+#
+# Run by benchmarks/storm.py: one server process (killed, or asked to restart,
+# then replaced on the same port) and one client process per client kind.
+# Every process takes commands, one per line, on stdin and answers with JSON
+# lines on stdout; times are time.monotonic() (CLOCK_MONOTONIC, system-wide
+# on Linux, the same clock as node's process.hrtime), so the orchestrator
+# compares them across processes.
 
 
-def storm(url: str, count: int, maxDelay: float) -> None:
-    """Open ``count`` clients, then report attempt times once every one has reopened after a loss."""
+def _commands(handle: Any, call: Any) -> None:
+    """Read command lines from stdin in a thread; ``call(handle, words)`` hands each to the event loop."""
+    import threading
+
+    def read() -> None:
+        for line in sys.stdin:
+            if line.split():
+                call(handle, line.split())
+        os._exit(0)  # stdin closed: the orchestrator is gone, and nobody will ever ask for the figures
+
+    threading.Thread(target=read, daemon=True).start()
+
+
+def stormServer(count: int) -> None:
+    """
+    A txheartbeat.HeartbeatServerFactory with default options, recording every
+    TCP accept (``buildProtocol``) and every open.  Commands: ``listen PORT``,
+    ``restart WINDOW`` (stop listening, ``factory.restart(window=WINDOW)``,
+    wait for the clients to leave, exit), ``report`` (print and exit).
+    """
     raiseFileLimit()
-    n = count
-    attempts: List[float] = []
-    state = {"lost": 0, "reopened": 0, "t0": 0.0, "tAll": 0.0}
-    ready: Deferred = Deferred()
-    back: Deferred = Deferred()
+    pin(0)
+    from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol
 
-    class H(HeartbeatHandler):
+    accepts: List[float] = []
+    opens: List[float] = []
+    live: set = set()
+    state: Dict[str, Any] = {"allBack": None, "port": None}
+
+    class P(HeartbeatServerProtocol):
         def onOpen(self) -> None:
-            if self.stats.opens == 1:
-                state["opened"] = state.get("opened", 0) + 1
-                if state["opened"] == n:
-                    ready.callback(None)
-            else:
-                state["reopened"] += 1
-                if state["reopened"] == n:
-                    state["tAll"] = time.monotonic()
-                    back.callback(None)
+            now = time.monotonic()
+            opens.append(now)
+            live.add(self)
+            if len(live) >= count and state["allBack"] is None:
+                state["allBack"] = now
+                say(allBack=now)
 
         def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
-            if state["lost"] == 0:
-                state["t0"] = time.monotonic()
-            state["lost"] += 1
+            live.discard(self)
 
-        def onReconnect(self, attempt: int, delay: float) -> None:
-            attempts.append(time.monotonic() + delay)
+    class F(HeartbeatServerFactory):
+        protocol = P
+
+        def buildProtocol(self, addr: Any) -> Any:
+            accepts.append(time.monotonic())
+            return super().buildProtocol(addr)
+
+    factory = F()
+
+    def listen(port: int) -> None:
+        state["port"] = reactor.listenTCP(port, factory, backlog=4096, interface="127.0.0.1")
+        say(listening=time.monotonic(), port=state["port"].getHost().port)
+
+    def restart(window: float) -> None:
+        api = hasattr(factory, "restart")
+        called: Dict[str, float] = {}
+
+        def closeAll(_: Any) -> None:
+            # Not listening any more: an early reconnect is refused, never
+            # served by the process that is about to exit.
+            called["at"] = time.monotonic()
+            if api:
+                factory.restart(window=window)
+            else:
+                for p in list(live):
+                    # Autobahn's sendClose() refuses 1012 (only 1000 and 3000-4999 from applications).
+                    p.sendCloseFrame(code=1012, reasonUtf8=b"service restart", isReply=False)
+            deadline = called["at"] + window + factory.closeTimeout + 1.0
+            waitGone(deadline)
+
+        def waitGone(deadline: float) -> None:
+            if live and time.monotonic() < deadline:
+                reactor.callLater(0.02, waitGone, deadline)
+                return
+            say(restartCalled=called["at"], drained=time.monotonic(), left=len(live), api=api)
+            os._exit(0)
+
+        d = state["port"].stopListening()
+        d.addCallback(closeAll)
+        d.addErrback(lambda f: (print(f.getTraceback(), file=sys.stderr, flush=True), os._exit(1)))
+
+    def report() -> None:
+        say(accepts=accepts, opens=opens, allBack=state["allBack"], open=len(live))
+        os._exit(0)  # no orderly goodbye to 1,000 clients: the orchestrator is done with them
+
+    def handle(words: List[str]) -> None:
+        if words[0] == "listen":
+            listen(int(words[1]))
+        elif words[0] == "restart":
+            restart(float(words[1]))
+        elif words[0] == "report":
+            report()
+
+    _commands(handle, reactor.callFromThread)
+    reactor.callWhenRunning(say, started=time.monotonic())
+    reactor.run()
+
+
+class _StormCounts:
+    """Client-side counts for the storm: attempts (TCP connects begun) and hooks, from ``ready`` on."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.recording = False
+        self.attempts: List[float] = []
+        self.firstOpens = 0
+        self.firstOpenAt: Any = None
+        self.hooks = {"opens": 0, "closes": 0, "errors": 0, "reconnects": 0}
+
+    def hook(self, name: str) -> None:
+        if self.recording:
+            self.hooks[name] += 1
+
+    def opened(self, first: bool, **defaults: Any) -> None:
+        self.hook("opens")
+        if first:
+            if self.firstOpenAt is None:
+                self.firstOpenAt = time.monotonic()
+            self.firstOpens += 1
+            if self.firstOpens == self.count:
+                self.recording = True
+                say(ready=time.monotonic(), firstOpen=self.firstOpenAt, defaults=defaults)
+
+    def report(self) -> None:
+        say(attempts=self.attempts, **self.hooks)
+
+
+def stormTwisted(kind: str, url: str, count: int) -> None:
+    """
+    ``count`` Twisted clients of one kind with their library's default options:
+    ``txheartbeat`` (``txheartbeat.connect(url, handler)``) or ``autobahn``
+    (WebSocketClientFactory + ReconnectingClientFactory, ``resetDelay()`` on open).
+    Attempts are counted where every Twisted TCP connect begins
+    (``tcp.Connector._makeTransport``: first connects and ``connector.connect()`` retries alike).
+    """
+    import inspect
+
+    from twisted.internet import tcp
+
+    import txheartbeat
+
+    raiseFileLimit()
+    pin(1)
+    counts = _StormCounts(count)
+    makeTransport = tcp.Connector._makeTransport
+
+    def counted(self: Any) -> Any:
+        if counts.recording:
+            counts.attempts.append(time.monotonic())
+        return makeTransport(self)
+
+    tcp.Connector._makeTransport = counted  # type: ignore[method-assign]
+    defaults: Dict[str, Any] = {}
+    if kind == "txheartbeat":
+        for name, p in inspect.signature(txheartbeat.HeartbeatClientFactory.__init__).parameters.items():
+            if p.default is not inspect.Parameter.empty and isinstance(p.default, (int, float)):
+                defaults[name] = p.default
+        defaults["restartApi"] = hasattr(txheartbeat.HeartbeatServerFactory, "restart")
+
+        class H(HeartbeatHandler):
+            def onOpen(self) -> None:
+                counts.opened(self.stats.opens == 1, **defaults)
+
+            def onClose(self, *args: Any) -> None:
+                counts.hook("closes")
+
+            def onError(self, *args: Any) -> None:
+                counts.hook("errors")
+
+            def onReconnect(self, *args: Any) -> None:
+                counts.hook("reconnects")
+
+        def start() -> None:
+            txheartbeat.connect(url, H()).addErrback(lambda f: None)
+
+    else:
+        defaults.update(
+            {k: getattr(ReconnectingClientFactory, k) for k in ("initialDelay", "factor", "jitter", "maxDelay")}
+        )
+
+        class Factory(AutobahnReconnecting):
+            def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+                counts.hook("errors")
+                AutobahnReconnecting.clientConnectionFailed(self, connector, reason)
+
+            def retry(self, connector: Any = None) -> None:
+                counts.hook("reconnects")
+                AutobahnReconnecting.retry(self, connector)
+
+        class P(WebSocketClientProtocol):
+            def onOpen(self) -> None:
+                self.factory.resetDelay()
+                self.factory.opens += 1
+                counts.opened(self.factory.opens == 1, **defaults)
+
+            def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+                if self.factory.opens:
+                    counts.hook("closes")
+
+        def start() -> None:
+            f = Factory(url)
+            f.protocol = P
+            f.opens = 0
+            connectWS(f)
 
     async def main() -> None:
-        for start in range(0, n, 250):
-            for _ in range(start, min(n, start + 250)):
-                HeartbeatClientFactory(
-                    url, H(), pingInterval=5, pongTimeout=5, maxDelay=float(maxDelay), reactor=reactor
-                ).connect()
+        for first in range(0, count, 250):
+            for _ in range(first, min(count, first + 250)):
+                start()
             await sleep(0.05)
-        await ready
-        say(ready=True)  # the orchestrator now kills and restarts the server
-        await back
-        # CLOCK_MONOTONIC is system-wide on Linux: the orchestrator compares.
-        say(lost=state["t0"], allBack=state["tAll"], attempts=sorted(attempts))
-        reactor.stop()
 
-    ensureDeferred(main())
+    def handle(words: List[str]) -> None:
+        if words[0] == "report":
+            counts.report()
+            os._exit(0)
+
+    _commands(handle, reactor.callFromThread)
+    reactor.callWhenRunning(ensureDeferred, main())
     reactor.run()
+
+
+def stormWebsockets(url: str, count: int) -> None:
+    """
+    ``count`` python-websockets clients in the documented reconnect loop
+    (``async for ws in connect(url)``), default options; attempts counted at
+    ``loop.create_connection``.
+    """
+    import asyncio
+
+    import websockets
+    import websockets.client
+
+    raiseFileLimit()
+    pin(1)
+    counts = _StormCounts(count)
+    defaults = {
+        k: getattr(websockets.client, "BACKOFF_" + k)
+        for k in ("INITIAL_DELAY", "MIN_DELAY", "FACTOR", "MAX_DELAY")
+        if hasattr(websockets.client, "BACKOFF_" + k)
+    }
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        createConnection = loop.create_connection
+        done = asyncio.Event()
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            if counts.recording:
+                counts.attempts.append(time.monotonic())
+            try:
+                return await createConnection(*args, **kwargs)
+            except OSError:
+                counts.hook("errors")
+                raise
+
+        loop.create_connection = counted  # type: ignore[method-assign]
+
+        async def client() -> None:
+            opens = 0
+            async for ws in websockets.connect(url):
+                opens += 1
+                counts.opened(opens == 1, **defaults)
+                try:
+                    async for _ in ws:
+                        pass
+                except websockets.ConnectionClosed:
+                    pass
+                counts.hook("closes")
+
+        def handle(words: List[str]) -> None:
+            if words[0] == "report":
+                counts.report()
+                done.set()
+
+        _commands(handle, loop.call_soon_threadsafe)
+        tasks = []
+        for first in range(0, count, 250):
+            tasks += [asyncio.ensure_future(client()) for _ in range(first, min(count, first + 250))]
+            await asyncio.sleep(0.05)
+        await done.wait()
+        os._exit(0)  # 1,000 open connections need no orderly goodbye
+
+    asyncio.run(main())
 
 
 def _arg(text: str) -> Any:

@@ -375,7 +375,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         maxBuffered: Optional[int] = None,
         retryPolicy: Optional[RetryPolicy] = None,
         shouldRetry: Optional[Callable[[Failure], bool]] = None,
-        probeInterval: Optional[float] = 1.5,
+        probeInterval: Optional[float] = 1.7,
         restartWindow: float = 5.0,
         prepare: Optional[Prepare] = None,
         endpoint: Union[None, str, IStreamClientEndpoint] = None,

@@ -99,7 +99,7 @@ class ReconnectPolicy:
         self,
         backoff: RetryPolicy,
         *,
-        probeInterval: Optional[float] = 1.5,
+        probeInterval: Optional[float] = 1.7,
         restartWindow: float = 5.0,
         maxDelay: float = 30.0,
         spread: bool = True,
