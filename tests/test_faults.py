@@ -157,9 +157,11 @@ async def test_open_trickle_and_delay_keep_alive():
     """Slow bytes (trickled, delayed under the pong timeout) still count as life: no false dead peer."""
     s = Scenario()
     await opened(s)
-    s.proxy.trickle = (3, 0.01)
-    s.proxy.delay = 0.05
-    for i in range(5):
+    # 600 B/s and 20 ms each way: a heartbeat queued in the proxy behind these three messages
+    # is answered within ~120 ms, under the 200 ms pong timeout even on a loaded machine.
+    s.proxy.trickle = (3, 0.005)
+    s.proxy.delay = 0.02
+    for i in range(3):
         s.send(f"slow {i}")
     await sleep(1.0)
     assert "onError" not in s.handler.names()
