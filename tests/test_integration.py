@@ -11,15 +11,14 @@ from txheartbeat import GaveUp, HandshakeError, HeartbeatHandler, HeartbeatTimeo
 from txheartbeat.testing import EchoServerProtocol, echoServerFactory
 
 
-class Waiter(HeartbeatHandler):
-    """A handler that records events with wall-clock times and lets a test wait for one."""
+class Timeline:
+    """Events with reactor times, and Deferreds that fire at the next event of a kind."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.events: List[tuple] = []
         self._waiting: Dict[str, List[defer.Deferred]] = {}
 
-    def _event(self, name: str, *args: Any) -> None:
+    def event(self, name: str, *args: Any) -> None:
         self.events.append((_reactor.seconds(), name, *args))
         for d in self._waiting.pop(name, []):
             d.callback(args)
@@ -28,6 +27,16 @@ class Waiter(HeartbeatHandler):
         d: defer.Deferred = defer.Deferred()
         self._waiting.setdefault(name, []).append(d)
         return d.addTimeout(timeout, _reactor)
+
+
+class Waiter(HeartbeatHandler, Timeline):
+    """A handler that records events with wall-clock times and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        HeartbeatHandler.__init__(self)
+        Timeline.__init__(self)
+
+    _event = Timeline.event
 
     def names(self) -> List[str]:
         return [e[1] for e in self.events]

@@ -30,6 +30,7 @@ from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol, Heartbe
 from txheartbeat._tcpinfo import tcpSocket
 
 from .rateproxy import RateProxy
+from .test_integration import Timeline as Events
 from .test_integration import Waiter
 from .tlsserver import selfSigned
 
@@ -99,24 +100,6 @@ class AckWatch:
 
 
 # The server: answers nothing at application level ------------------------------------------
-
-
-class Events:
-    """Timed events with Deferreds to wait for the next of a kind (the server-side Waiter)."""
-
-    def __init__(self) -> None:
-        self.events: List[tuple] = []
-        self._waiting: Dict[str, List[defer.Deferred]] = {}
-
-    def event(self, name: str, *args: Any) -> None:
-        self.events.append((now(), name, *args))
-        for d in self._waiting.pop(name, []):
-            d.callback(args)
-
-    def next(self, name: str, timeout: float = 10.0) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        self._waiting.setdefault(name, []).append(d)
-        return d.addTimeout(timeout, _reactor)
 
 
 class Sink(HeartbeatServerProtocol):

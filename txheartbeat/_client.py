@@ -799,8 +799,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         try:
             if self._policy is not None:
                 sinceOpen = self.reactor.seconds() - self._openedAt if self.handler.stats.opens else None
-                afterOpen = self.state == State.DISCONNECTED and self._lostOpen
-                context = RetryContext(attempt, failure, sinceOpen, afterOpen, self._refusals)
+                # (only ever called from _decide, in DISCONNECTED)
+                context = RetryContext(attempt, failure, sinceOpen, self._lostOpen, self._refusals)
                 delay = self._policy(context, self._costly)
             else:
                 delay = float(self.retryPolicy(attempt))
