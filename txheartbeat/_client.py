@@ -46,6 +46,7 @@ from ._protocol import (
     autobahnOptions,
     redactURL,
 )
+from ._resume import RESUME_HEADER, ClientResume, checkReplayBounds
 from ._retry import ReconnectPolicy, RetryContext, shouldRetryByDefault
 
 _log = Logger(namespace="txheartbeat")
@@ -91,6 +92,8 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     lostReason: Optional[Failure] = None
     #: ``(wasClean, code, reason)`` as Autobahn reported the close
     closeInfo: Tuple[bool, Optional[int], Optional[str]] = (False, 1006, None)
+    #: with ``resume``: what the server's answer meant, ``(resumed, lost, replay)`` (read once at open)
+    resumeOutcome: Optional[Tuple[bool, Optional[List[Message]], List[Tuple[bytes, bool]]]] = None
 
     # Twisted entry points --------------------------------------------------
 
@@ -116,6 +119,8 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         # the Authorization header made from URL user info included.  Redact
         # until open, and dump no octets until then.
         HandshakeLog.install(self, getattr(self, "logOctets", factory.logOctets))
+        if factory._resume is not None:
+            factory.headers[RESUME_HEADER] = factory._resume.offer()
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -135,7 +140,14 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         HandshakeLog.restore(self)
         factory = self.factory
         self.opened = True
-        self.startHeartbeat(factory.pingInterval, factory.pongTimeout, factory.pingMessage)
+        resume = factory._resume
+        if resume is not None and self is factory._protocol:
+            self.resumeOutcome = resume.opened(self.http_headers.get(RESUME_HEADER.lower()))
+            self.useSession(resume.stream)
+        # In a session, heartbeats are ping frames: they carry acknowledgements,
+        # and an application heartbeat would be numbered as a message.
+        message = factory.pingMessage if self._stream is None else None
+        self.startHeartbeat(factory.pingInterval, factory.pongTimeout, message)
         factory._protocolOpened(self)
         super()._onOpen()
 
@@ -143,6 +155,8 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         self.factory.handler._received(payload, isBinary)
         if self._forwardMessages:
             self.onMessage(payload, isBinary)
+        if self._stream is not None:
+            self.delivered(payload)
 
     def _onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()
@@ -327,6 +341,14 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         instead of the URL's host and port; the URL still gives the Host
         header, path and scheme.  For ``wss://`` it must provide TLS
         (e.g. ``"tls:host=example.com:port=443"``).  Needs :meth:`connect`.
+    :param resume: ask the server for a resumable session: nothing sent is
+        lost or delivered twice across reconnects within the server's
+        ``resumeWindow``; ``onSessionLost(unacked)`` says when a session
+        could not be recovered.  A plain server is used as without it.  See
+        ``docs/reliability.md``.
+    :param replayBufferSize: messages kept until the server acknowledges
+        them; ``send()`` raises :class:`SendQueueFull` past it.
+    :param replayBufferBytes: the same bound in payload bytes.
     :param reactor: the reactor (and clock) for connections and every timer.
     :param options: passed to Autobahn: ``origin``, ``protocols``,
         ``useragent``, ``headers``, ``proxy`` to the factory, anything else to
@@ -354,6 +376,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     _openTimer: Optional[IDelayedCall] = None
     _openedAt = 0.0
     _parked: Optional[List[Any]] = None  # waiters held while a loss's hooks run
+    _resume: Optional[ClientResume] = None  # the session, with resume=True
 
     def __init__(
         self,
@@ -379,6 +402,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         restartWindow: float = 5.0,
         prepare: Optional[Prepare] = None,
         endpoint: Union[None, str, IStreamClientEndpoint] = None,
+        resume: bool = False,
+        replayBufferSize: int = 1000,
+        replayBufferBytes: int = 1 << 20,
         reactor: Any = None,
         **options: Any,
     ) -> None:
@@ -419,6 +445,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             raise ValueError("prepare must be a callable attempt -> URL and/or headers")
         if endpoint is not None and not isinstance(endpoint, str) and not IStreamClientEndpoint.providedBy(endpoint):
             raise ValueError(f"endpoint must be an IStreamClientEndpoint or an endpoint string, got {endpoint!r}")
+        checkReplayBounds(replayBufferSize, replayBufferBytes)
+        if resume:
+            self._resume = ClientResume(replayBufferSize, replayBufferBytes)
 
         url, headers = self._splitCredentials(url, options.pop("headers", None))
         self._checkURL(url)
@@ -555,12 +584,16 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
     def close(self, code: int = 1000, reason: Optional[str] = None) -> None:
         """Close for good (see :meth:`HeartbeatHandler.close`, which also returns the queue)."""
+        self._checkClose(code, reason)
+        self._event(Event.CLOSE, code, reason)
+        self._dropQueue()
+
+    @staticmethod
+    def _checkClose(code: int, reason: Optional[str]) -> None:
         if code != 1000 and not (isinstance(code, int) and 3000 <= code <= 4999):
             raise ValueError(f"close code must be 1000 or in 3000-4999 (RFC 6455 application codes), got {code!r}")
         if reason is not None and len(reason.encode("utf-8")) > 123:
             raise ValueError("close reason must encode to at most 123 bytes of UTF-8")
-        self._event(Event.CLOSE, code, reason)
-        self._dropQueue()
 
     def _dropQueue(self) -> None:
         # handler.close() took the queue already (and returns it); any other
@@ -571,6 +604,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
                 _log.warn(
                     "txheartbeat: {n} queued message(s) dropped at close ({url})", n=len(dropped), url=self.safeURL
                 )
+        if self.state in FINAL:
+            self._sessionEnded()  # (closing from open: decided when the close handshake ends)
 
     # ReconnectingClientFactory ------------------------------------------------
 
@@ -731,12 +766,51 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         handler.stats.opens += 1
         waiters, self._openWaiters = self._openWaiters, []
         _log.info("txheartbeat: open to {url}", url=self.safeURL)
+        outcome = protocol.resumeOutcome
+        if outcome is not None:
+            self._sessionOpened(protocol, *outcome)
         handler._fire("onOpen")
         if handler.protocol is protocol:
             handler._flush(protocol)
         for d in waiters:
             if not d.called:  # a hook may have cancelled it
                 d.callback(handler)
+
+    def _sessionOpened(
+        self,
+        protocol: HeartbeatClientProtocol,
+        resumed: bool,
+        lost: Optional[List[Message]],
+        replay: List[Tuple[bytes, bool]],
+    ) -> None:
+        handler = self.handler
+        del protocol.resumeOutcome
+        handler.resumed = resumed
+        stats = handler.stats
+        if resumed:
+            stats.resumes += 1
+            stats.replayed += len(replay)
+            protocol.replay(replay)  # before anything a hook sends
+            _log.info("txheartbeat: session resumed ({n} message(s) replayed)", n=len(replay))
+        if lost is not None:
+            stats.sessionsLost += 1
+            _log.warn(
+                "txheartbeat: session lost (the server did not resume it); {n} message(s) never acknowledged",
+                n=len(lost),
+            )
+            handler._fire("onSessionLost", lost)
+
+    def _endSession(self) -> List[Message]:
+        """The client stops for good: the session ends; return what the server never acknowledged."""
+        return self._resume.end() if self._resume is not None else []
+
+    def _sessionEnded(self, clean: bool = False) -> None:
+        """Tell the handler what a session that ended without a clean close leaves unacknowledged."""
+        lost = self._endSession()
+        if lost and not clean:
+            self.handler.stats.sessionsLost += 1
+            _log.warn("txheartbeat: session ended; {n} message(s) never acknowledged", n=len(lost))
+            self.handler._fire("onSessionLost", lost)
 
     def _connectionLost(self, protocol: HeartbeatClientProtocol) -> None:
         self._lostOpen = True
@@ -861,6 +935,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         waiters = self._takeWaiters()
         if protocol.opened:
             self._reportClose(protocol)
+        # A clean close handshake delivered everything sent before it.
+        self._sessionEnded(clean=protocol.opened and protocol.closeInfo[0])
         self._fireWaiters(waiters, None)
 
     def _cancelAttemptAndFinish(self, *args: Any) -> None:
@@ -886,6 +962,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
     def _giveUp(self, error: Exception, reason: Optional[Failure] = None) -> None:
         waiters = self._takeWaiters()
+        self._sessionEnded()
         self.handler._fireReason("onGiveUp", reason or Failure(error))
         self._fireWaiters(waiters, error)
 

@@ -60,6 +60,12 @@ class HeartbeatStats:
     messagesReceived: int = 0
     #: seconds between the last answered heartbeat and its answer, or ``None``
     latency: Optional[float] = None
+    #: with ``resume``: opens that carried on the session
+    resumes: int = 0
+    #: with ``resume``: messages sent again after a resume
+    replayed: int = 0
+    #: with ``resume``: sessions that could not be recovered (``onSessionLost``)
+    sessionsLost: int = 0
 
 
 class HeartbeatHandler:
@@ -80,6 +86,9 @@ class HeartbeatHandler:
 
     #: the current native protocol instance, or ``None`` between connections
     protocol: Optional[HeartbeatClientProtocol] = None
+    #: with ``resume``: whether the last open carried on the session (nothing
+    #: was lost; the server kept its state of this client)
+    resumed = False
 
     def __init__(self) -> None:
         self.stats = HeartbeatStats()
@@ -123,6 +132,17 @@ class HeartbeatHandler:
     def onHeartbeat(self, roundTrip: float) -> None:
         """A heartbeat was answered ``roundTrip`` seconds after it was sent."""
 
+    def onSessionLost(self, unacked: List[Message]) -> None:
+        """
+        With ``resume``: the session could not be recovered (the server did not
+        know it any more: its window expired, it restarted, or it does not
+        offer resume), or the client stopped for good without a clean close.
+        ``unacked`` are the messages sent in that session that the server never
+        acknowledged, oldest first: some may have arrived, none is sent
+        again unless you send it.  At a reconnect, numbering starts again and
+        ``onOpen`` follows as for a new session (:attr:`resumed` is ``False``).
+        """
+
     # Methods ---------------------------------------------------------------
 
     @property
@@ -136,8 +156,10 @@ class HeartbeatHandler:
         Send a text (``str``) or binary (``bytes``) message.
 
         While open it goes out at once.  Otherwise it joins a FIFO queue
-        flushed right after the next ``onOpen`` returns; a full queue raises
-        :class:`SendQueueFull`, and with ``sendQueueSize=0``, or once
+        flushed right after the next ``onOpen`` returns (with ``resume``, once
+        a session exists, it joins the session's replay buffer instead and
+        goes out when the session resumes); a full queue or replay buffer
+        raises :class:`SendQueueFull`, and with ``sendQueueSize=0``, or once
         :meth:`close` was called (while the close handshake runs, in
         ``onClose`` and after), or after a give-up, :class:`NotConnected`
         is raised instead.
@@ -148,10 +170,14 @@ class HeartbeatHandler:
         if protocol is not None and protocol.isOpen:
             protocol.sendPayload(data)  # type-checks too
             return
-        encodeMessage(data)  # type-check before queueing
+        payload, isBinary = encodeMessage(data)  # type-check before queueing
         factory = self.factory
         if factory is not None and factory.state in _NOT_SENDING:
             raise NotConnected(f"the client is {factory.state} (close() was called or it gave up); not sent")
+        session = factory._resume.stream if factory is not None and factory._resume is not None else None
+        if session is not None:
+            session.number(payload, isBinary)  # sent when the session resumes
+            return
         if self._queueSize == 0:
             raise NotConnected("not connected and sendQueueSize=0; the message was not sent")
         queue = self._queue
@@ -189,6 +215,13 @@ class HeartbeatHandler:
         """A copy of the messages waiting for the next open, oldest first."""
         return list(self._queue or ())
 
+    @property
+    def unacked(self) -> List[Message]:
+        """With ``resume``: a copy of the session's messages the server has not acknowledged yet, oldest first."""
+        factory = self.factory
+        stream = factory._resume.stream if factory is not None and factory._resume is not None else None
+        return stream.unacked() if stream is not None else []
+
     def close(self, code: int = 1000, reason: Optional[str] = None) -> List[Message]:
         """
         Close for good, whatever the state; nothing reconnects afterwards.
@@ -197,15 +230,22 @@ class HeartbeatHandler:
         does not answer within ``closeTimeout``); a pending retry or attempt
         is cancelled.
 
-        :returns: the messages still queued, oldest first (they were not sent).
+        With ``resume``, closing while open ends the session with the close
+        handshake, which delivers everything sent before it; closing while
+        not open ends it at once.
+
+        :returns: the messages still queued, oldest first (they were not
+            sent); with ``resume`` and not open, first the session's messages
+            the server never acknowledged.
         """
+        factory = self.factory
+        if factory is not None:
+            factory._checkClose(code, reason)
         queued = self._takeQueue()
-        if self.factory is not None:
-            try:
-                self.factory.close(code, reason)
-            except ValueError:
-                self._queue = deque(queued) if queued else None  # a bad code or reason: nothing happened
-                raise
+        if factory is not None:
+            if not self.isOpen and factory.state not in _NOT_SENDING:
+                queued = factory._endSession() + queued
+            factory.close(code, reason)
         return queued
 
     def whenClosed(self) -> Deferred[None]:

@@ -23,6 +23,7 @@ from txaio.interfaces import log_levels
 from ._errors import HeartbeatTimeout, NotConnected, ProtocolError, SendQueueFull
 from ._handler import encodeMessage
 from ._heartbeat import Heartbeat, checkByteCount
+from ._resume import SessionStream, ackPayload, parseAck, parsePingAck, pingPayload
 from ._tcpinfo import Progress, outboundProgress, userBacklog
 
 PingMessage = Union[None, str, bytes, Callable[[], Union[str, bytes]]]
@@ -177,6 +178,8 @@ class HeartbeatMixin:
     maxBuffered: Optional[int] = None
     _drainWaiters: Optional[List[Tuple[int, Deferred[None]]]] = None  # created on first use
     _drainCall: Optional[IDelayedCall] = None
+    #: the resumable session's numbering on this connection (``None``: a plain connection)
+    _stream: Optional[SessionStream] = None
 
     # Autobahn attributes used here (provided by WebSocketProtocol)
     state: int
@@ -199,23 +202,90 @@ class HeartbeatMixin:
         # otherwise, and no entry in the protocol's (already large) __dict__.
         if maxBuffered is None:
             self.__dict__.pop("maxBuffered", None)
-            self.__dict__.pop("sendMessage", None)
         else:
             self.maxBuffered = maxBuffered
-            setattr(self, "sendMessage", self._sendMessageLimited)  # noqa: B010 (mypy: no class-level attribute)
+        self._checkSends()
 
-    def _sendMessageLimited(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
-        buffered = userBacklog(self.transport)
-        if buffered + len(payload) > self.maxBuffered:  # type: ignore[operator]
-            raise SendQueueFull(
-                f"{buffered} bytes already wait to be written (maxBuffered={self.maxBuffered}); "
-                "wait for whenDrained() before sending more"
-            )
-        type(self).sendMessage(self, payload, *args, **kwargs)  # type: ignore[attr-defined]  # a subclass's, then Autobahn's
+    def useSession(self, stream: Optional[SessionStream]) -> None:
+        """Number every data message sent and delivered on this connection in ``stream`` (resume)."""
+        if stream is None:
+            self.__dict__.pop("_stream", None)
+        else:
+            self._stream = stream
+        self._checkSends()
+
+    def _checkSends(self) -> None:
+        # sendMessage goes through _sendMessageChecked only where it has work to do.
+        if self.maxBuffered is None and self._stream is None:
+            self.__dict__.pop("sendMessage", None)
+        else:
+            setattr(self, "sendMessage", self._sendMessageChecked)  # noqa: B010 (mypy: no class-level attribute)
+
+    def _sendMessageChecked(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
+        if self.maxBuffered is not None:
+            buffered = userBacklog(self.transport)
+            if buffered + len(payload) > self.maxBuffered:
+                raise SendQueueFull(
+                    f"{buffered} bytes already wait to be written (maxBuffered={self.maxBuffered}); "
+                    "wait for whenDrained() before sending more"
+                )
+        stream = self._stream
+        if stream is None:
+            type(self).sendMessage(self, payload, *args, **kwargs)  # type: ignore[attr-defined]  # a subclass's, then Autobahn's
+            return
+        # Numbered only if it really goes out: the peer counts what it receives.
+        stream.number(payload, bool(args[0] if args else kwargs.get("isBinary", False)))
+        try:
+            type(self).sendMessage(self, payload, *args, **kwargs)  # type: ignore[attr-defined]
+        except BaseException:
+            stream.unnumber()
+            raise
 
     def sendUnlimited(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
-        """Autobahn's ``sendMessage``, never refused by ``maxBuffered`` (heartbeats and their answers)."""
-        super().sendMessage(payload, *args, **kwargs)  # type: ignore[misc]
+        """
+        Autobahn's ``sendMessage``, never refused by ``maxBuffered`` or a full
+        replay buffer (the flushed send queue, the leave message, heartbeats).
+        """
+        stream = self._stream
+        if stream is None:
+            super().sendMessage(payload, *args, **kwargs)  # type: ignore[misc]
+            return
+        stream.number(payload, bool(args[0] if args else kwargs.get("isBinary", False)), limited=False)
+        try:
+            super().sendMessage(payload, *args, **kwargs)  # type: ignore[misc]
+        except BaseException:
+            stream.unnumber()
+            raise
+
+    def replay(self, messages: List[Tuple[bytes, bool]]) -> None:
+        """Send again what the peer of a resumed session had not received (numbered already)."""
+        for payload, isBinary in messages:
+            super().sendMessage(payload, isBinary)  # type: ignore[misc]
+
+    def delivered(self, payload: bytes) -> None:
+        """A data message was delivered in a session: acknowledge now and then."""
+        stream = self._stream
+        if stream is not None and stream.delivered(len(payload)) and self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendPong(ackPayload(stream.ackValue()))  # type: ignore[attr-defined]
+
+    def _acknowledged(self, count: Optional[int]) -> None:
+        stream = self._stream
+        if count is None or stream is None:
+            return
+        try:
+            stream.acknowledge(count)
+        except ValueError as e:
+            self._fail_connection(1002, f"bad acknowledgement: {e}")
+
+    def _onPing(self, payload: bytes) -> None:
+        if self._stream is not None:
+            self._acknowledged(parsePingAck(payload))
+        super()._onPing(payload)  # type: ignore[misc]
+
+    def _onPong(self, payload: bytes) -> None:
+        if self._stream is not None:
+            self._acknowledged(parseAck(payload))
+        super()._onPong(payload)  # type: ignore[misc]
 
     def whenDrained(self, lowWater: int = 0) -> Deferred[None]:
         """
@@ -372,7 +442,11 @@ class HeartbeatMixin:
         message = self._pingMessage
         if message is None:
             self._pingSeq += 1
-            self._pingPayload = struct.pack("!Q", self._pingSeq)
+            stream = self._stream
+            # In a session the ping also acknowledges what was received.
+            self._pingPayload = (
+                struct.pack("!Q", self._pingSeq) if stream is None else pingPayload(self._pingSeq, stream.ackValue())
+            )
             self._pingSentAt = self.clock.seconds()
             self.sendPing(self._pingPayload)  # type: ignore[attr-defined]
         else:

@@ -6,7 +6,7 @@ clients and reaps the silent ones, and asks clients to leave by message.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Set, Tuple, Union
+from typing import Any, Callable, List, Optional, Set, Tuple, Union
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from ._handler import Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
 from ._protocol import AUTOPING_OPTIONS, ExactTimer, HandshakeLog, HeartbeatMixin, autobahnOptions
+from ._resume import RESUME_HEADER, ISessionStore, ServerSession, ServerSessions, checkReplayBounds, parseHeader
 
 _log = Logger(namespace="txheartbeat")
 
@@ -42,6 +43,13 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
     #: Autobahn copies it from the factory at connectionMade (annotation only: no class default)
     logOctets: bool
     _leaveCall: Optional[IDelayedCall] = None
+    #: the client's resumable session (``None``: a plain connection; see the factory's ``resume``)
+    session: Optional[ServerSession] = None
+    #: whether this connection carried on an earlier session of the client
+    resumed = False
+    #: a newer connection of the same session took over: nothing from this one counts
+    superseded = False
+    _offer: Optional[Tuple[ServerSession, bool, int]] = None
 
     def connectionMade(self) -> None:
         self.clock = self.factory.reactor
@@ -63,14 +71,54 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
             return
         super().processHandshake()
 
+    def succeedHandshake(self, res: Any) -> None:
+        sessions = self.factory._sessions
+        request = self.http_headers.get(RESUME_HEADER.lower())
+        if sessions is None or request is None:
+            super().succeedHandshake(res)
+            return
+        # Answered from the counts as they are now; the session is attached at
+        # open, in the same reactor turn, so nothing can change in between.
+        session, resumed, answer = sessions.offer(request)
+        offer = parseHeader(request)
+        self._offer = (session, resumed, offer.received if offer is not None else 0)
+        # onConnect's result: None, a subprotocol, or (subprotocol, headers)
+        subprotocol, headers = res, {}
+        if isinstance(res, tuple):
+            subprotocol = res[0] if res else None
+            headers = dict(res[1]) if len(res) > 1 else {}
+        headers[RESUME_HEADER] = answer
+        super().succeedHandshake((subprotocol, headers))
+
     def _onOpen(self) -> None:
         HandshakeLog.restore(self)
         factory = self.factory
         factory.clients.add(self)
+        offer = self._offer
+        if offer is not None:
+            del self._offer
+            self._attachSession(*offer)
         self.startHeartbeat(factory.pingInterval, factory.pongTimeout)
         super()._onOpen()
 
+    def _attachSession(self, session: ServerSession, resumed: bool, clientReceived: int) -> None:
+        sessions = self.factory._sessions
+        assert sessions is not None
+        replay = sessions.attach(self, session, resumed, clientReceived)
+        self.session = session
+        if resumed:
+            self.resumed = True
+        self.useSession(session.stream)
+        self.replay(replay)  # before anything the hooks send
+        sessions.announce(session, resumed, len(replay))
+
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._stream is not None:
+            super()._onMessage(payload, isBinary)  # in a session every message is the application's
+            self.delivered(payload)
+            return
+        if self.superseded:
+            return
         factory = self.factory
         if not factory._isHeartbeat(payload, isBinary):
             super()._onMessage(payload, isBinary)
@@ -86,6 +134,12 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
             self._leaveCall.cancel()
             self._leaveCall = None
         self.factory.clients.discard(self)
+        session = self.session
+        if session is not None and self.factory._sessions is not None:
+            # Only the client ends a session, with a close handshake it began
+            # (handler.close(): 1000 or an application code; a browser's 1001).
+            final = wasClean and not self.closedByMe and (code in (1000, 1001) or (code or 0) >= 3000)
+            self.factory._sessions.detach(self, session, final)
         super()._onClose(wasClean, code, reason)
 
     def peerDead(self, failure: Failure) -> None:
@@ -143,12 +197,24 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         its ``sendMessage`` raises :class:`~txheartbeat.SendQueueFull`
         (``None``: no limit); see ``bufferedAmount`` and ``whenDrained()`` on
         the protocol.
+    :param resume: offer resumable sessions to clients that ask (txheartbeat
+        clients with ``resume=True``); plain clients are served as before.
+        See ``docs/reliability.md``.
+    :param resumeWindow: seconds a session waits for its client to come back
+        after a connection is lost.
+    :param replayBufferSize: messages a session keeps until the client
+        acknowledges them; :meth:`ServerSession.send` and the connection's
+        ``sendMessage`` raise :class:`~txheartbeat.SendQueueFull` past it.
+    :param replayBufferBytes: the same bound in payload bytes.
+    :param sessionStore: where sessions are kept (an
+        :class:`~txheartbeat.ISessionStore`; default: in this process).
     :param reactor: reactor and clock for every timer.
     :param options: Autobahn factory arguments (``protocols``, ``server``,
         ``headers``, ``externalPort``) or protocol options.
     """
 
     protocol = HeartbeatServerProtocol  # type: ignore[assignment]
+    _sessions: Optional[ServerSessions] = None
 
     def __init__(
         self,
@@ -162,9 +228,18 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         leaveTimeout: float = 5.0,
         closeTimeout: float = 2.0,
         maxBuffered: Optional[int] = None,
+        resume: bool = False,
+        resumeWindow: float = 60.0,
+        replayBufferSize: int = 1000,
+        replayBufferBytes: int = 1 << 20,
+        sessionStore: Optional[ISessionStore] = None,
         reactor: Any = None,
         **options: Any,
     ) -> None:
+        checkInterval("resumeWindow", resumeWindow, allowNone=False)
+        checkReplayBounds(replayBufferSize, replayBufferBytes)
+        if sessionStore is not None and not ISessionStore.providedBy(sessionStore):
+            raise ValueError(f"sessionStore must provide ISessionStore, got {sessionStore!r}")
         checkInterval("pingInterval", pingInterval)
         checkInterval("pongTimeout", pongTimeout)
         checkInterval("leaveTimeout", leaveTimeout, allowNone=False)
@@ -203,6 +278,50 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         self.deadClients = 0
         #: while not ``None``, upgrades are refused with 503 and this ``Retry-After`` (see :meth:`overloaded`)
         self.retryAfter: Optional[float] = None
+        #: session counters (with ``resume``): started, resumed, expired, closed by the client, resumes refused
+        self.createdSessions = self.resumedSessions = self.expiredSessions = 0
+        self.closedSessions = self.refusedResumes = 0
+        if resume:
+            self._sessions = ServerSessions(self, resumeWindow, replayBufferSize, replayBufferBytes, sessionStore)
+
+    @property
+    def sessionStore(self) -> Optional[ISessionStore]:
+        """Where the sessions are kept (``None`` without ``resume``)."""
+        return self._sessions.store if self._sessions is not None else None
+
+    # Session hooks (with ``resume``): override in a subclass ---------------------
+
+    def onSessionCreated(self, session: ServerSession) -> None:
+        """
+        A client started a session (its first connection, or one whose resume
+        was refused: ``session.resumeRefused``).  Called before that
+        connection's ``onOpen``.
+        """
+
+    def onSessionResumed(self, session: ServerSession) -> None:
+        """A client came back to ``session``; what it missed was replayed.  Called before ``onOpen``."""
+
+    def onSessionExpired(self, session: ServerSession) -> None:
+        """
+        ``session``'s client did not come back within ``resumeWindow`` (or the
+        server stopped listening); ``session.unacked`` is what it never
+        acknowledged.
+        """
+
+    def onSessionClosed(self, session: ServerSession) -> None:
+        """The client ended ``session`` for good (a close handshake it began)."""
+
+    def _sessionEvent(self, hook: str, session: ServerSession) -> None:
+        try:
+            getattr(self, hook)(session)
+        except Exception:
+            _log.failure("txheartbeat: {hook} raised", hook=hook)
+
+    def stopFactory(self) -> None:
+        """The server stopped listening: its sessions end (each detached one gets ``onSessionExpired``)."""
+        if self._sessions is not None:
+            self._sessions.expireAll()
+        super().stopFactory()
 
     def restart(self, window: float = 5.0, reason: str = "service restart") -> Deferred[None]:
         """
