@@ -6,7 +6,7 @@ clients and reaps the silent ones, and asks clients to leave by message.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Optional, Set, Tuple, Union
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
