@@ -22,10 +22,11 @@ from ._errors import (
 )
 from ._handler import HeartbeatHandler, HeartbeatStats
 from ._heartbeat import Heartbeat
+from ._resume import ISessionStore, MemorySessionStore, ServerSession
 from ._server import HeartbeatServerFactory, HeartbeatServerProtocol
 from ._service import HeartbeatClientService
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "ConnectionClosed",
@@ -41,10 +42,13 @@ __all__ = [
     "HeartbeatServerProtocol",
     "HeartbeatStats",
     "HeartbeatTimeout",
+    "ISessionStore",
+    "MemorySessionStore",
     "NotConnected",
     "OpenTimeout",
     "ProtocolError",
     "SendQueueFull",
+    "ServerSession",
     "TLSRequired",
     "connect",
     "exponentialBackoff",

@@ -81,10 +81,10 @@ def redactURL(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-#: request headers whose values never reach the log
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
-# Such a header line in a raw request, folded continuation lines included.
-_SECRET_LINE = r"(?im)^((?:proxy-)?authorization[ \t]*:)[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*"
+#: headers whose values never reach the log (credentials; the resume header carries the session token)
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "txheartbeat-resume"})
+# Such a header line in a raw request or response, folded continuation lines included.
+_SECRET_LINE = r"(?im)^((?:proxy-)?authorization[ \t]*:|txheartbeat-resume[ \t]*:)[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*"
 _SECRET_LINE_TEXT = re.compile(_SECRET_LINE)
 _SECRET_LINE_BYTES = re.compile(_SECRET_LINE.encode("ascii"))
 _REDACTED = "<redacted>"
@@ -233,10 +233,18 @@ class HeartbeatMixin:
         if stream is None:
             type(self).sendMessage(self, payload, *args, **kwargs)  # type: ignore[attr-defined]  # a subclass's, then Autobahn's
             return
-        # Numbered only if it really goes out: the peer counts what it receives.
-        stream.number(payload, bool(args[0] if args else kwargs.get("isBinary", False)))
+        send = type(self).sendMessage.__get__(self)  # type: ignore[attr-defined]  # a subclass's, then Autobahn's
+        self._sendNumbered(stream, True, send, payload, args, kwargs)
+
+    def _sendNumbered(
+        self, stream: SessionStream, limited: bool, send: Callable[..., None], payload: bytes, args: Any, kwargs: Any
+    ) -> None:
+        stream.number(payload, bool(args[0] if args else kwargs.get("isBinary", False)), limited)
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return  # closing or closed: kept in the session and sent when it resumes
+        # Numbered only if it really goes out on this connection: the peer counts what it receives.
         try:
-            type(self).sendMessage(self, payload, *args, **kwargs)  # type: ignore[attr-defined]
+            send(payload, *args, **kwargs)
         except BaseException:
             stream.unnumber()
             raise
@@ -250,12 +258,7 @@ class HeartbeatMixin:
         if stream is None:
             super().sendMessage(payload, *args, **kwargs)  # type: ignore[misc]
             return
-        stream.number(payload, bool(args[0] if args else kwargs.get("isBinary", False)), limited=False)
-        try:
-            super().sendMessage(payload, *args, **kwargs)  # type: ignore[misc]
-        except BaseException:
-            stream.unnumber()
-            raise
+        self._sendNumbered(stream, False, super().sendMessage, payload, args, kwargs)  # type: ignore[misc]
 
     def replay(self, messages: List[Tuple[bytes, bool]]) -> None:
         """Send again what the peer of a resumed session had not received (numbered already)."""
@@ -278,9 +281,16 @@ class HeartbeatMixin:
             self._fail_connection(1002, f"bad acknowledgement: {e}")
 
     def _onPing(self, payload: bytes) -> None:
-        if self._stream is not None:
-            self._acknowledged(parsePingAck(payload))
+        stream = self._stream
+        if stream is None:
+            super()._onPing(payload)  # type: ignore[misc]
+            return
+        self._acknowledged(parsePingAck(payload))
         super()._onPing(payload)  # type: ignore[misc]
+        # A pong must echo the ping; what this side received since its last
+        # acknowledgement goes in a second one, so a quiet peer's buffer empties too.
+        if stream.received != stream.ackSent and self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendPong(ackPayload(stream.ackValue()))  # type: ignore[attr-defined]
 
     def _onPong(self, payload: bytes) -> None:
         if self._stream is not None:

@@ -146,7 +146,18 @@ class SessionStream:
     first.  ``received`` counts the messages delivered here.
     """
 
-    __slots__ = ("sent", "acked", "received", "ackSent", "_inBytes", "_buffer", "_bytes", "maxMessages", "maxBytes")
+    __slots__ = (
+        "sent",
+        "acked",
+        "received",
+        "ackSent",
+        "_inBytes",
+        "_buffer",
+        "_bytes",
+        "maxMessages",
+        "maxBytes",
+        "ended",
+    )
 
     def __init__(self, maxMessages: int, maxBytes: int) -> None:
         self.sent = 0
@@ -158,6 +169,8 @@ class SessionStream:
         self._bytes = 0
         self.maxMessages = maxMessages
         self.maxBytes = maxBytes
+        #: the session is over: nothing more can be numbered
+        self.ended = False
 
     @property
     def bufferedBytes(self) -> int:
@@ -169,7 +182,10 @@ class SessionStream:
         Number an outgoing message and keep it until acknowledged.
 
         :raises SendQueueFull: if the replay buffer is full (unless ``limited=False``).
+        :raises NotConnected: once the session has ended.
         """
+        if self.ended:
+            raise NotConnected("the session has ended (closed by the client, expired or lost); not sent")
         buffer = self._buffer
         if buffer is None:
             buffer = self._buffer = deque()
@@ -264,7 +280,10 @@ class ClientResume:
                     return True, None, old.replay(offer.received)
                 except ValueError as e:
                     _log.warn("txheartbeat: the server's resume answer is inconsistent ({why}); session lost", why=e)
-        lost = old.unacked() if old is not None else None
+        lost = None
+        if old is not None:
+            old.ended = True
+            lost = old.unacked()
         if offer is None or offer.token is None:
             self.token = self.stream = None
         else:
@@ -274,7 +293,10 @@ class ClientResume:
     def end(self) -> List[Message]:
         """Forget the session; return what the server never acknowledged."""
         stream, self.stream, self.token = self.stream, None, None
-        return stream.unacked() if stream is not None else []
+        if stream is None:
+            return []
+        stream.ended = True
+        return stream.unacked()
 
 
 class ISessionStore(Interface):
@@ -457,7 +479,7 @@ class ServerSessions:
 
     def end(self, session: ServerSession) -> None:
         """Forget ``session``: it can no longer be resumed."""
-        session.ended = True
+        session.ended = session.stream.ended = True
         if session._expiry is not None:
             session._expiry.cancel()
             session._expiry = None

@@ -57,7 +57,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer, implementer_only
 
-from ._handler import HeartbeatHandler
+from ._handler import HeartbeatHandler, Message
 from ._protocol import ExactTimer
 
 __all__ = [
@@ -140,6 +140,13 @@ class RecordingHandler(HeartbeatHandler):
 
     def onHeartbeat(self, roundTrip: float) -> None:
         self._record("onHeartbeat", roundTrip)
+
+    def onSessionLost(self, unacked: List[Message]) -> None:
+        self._record("onSessionLost", unacked)
+
+    def received(self) -> List[bytes]:
+        """The payloads delivered to ``onMessage`` so far, in order."""
+        return [event[2] for event in self.events if event[1] == "onMessage"]
 
 
 class EchoServerProtocol(WebSocketServerProtocol):
