@@ -549,3 +549,67 @@ def test_bad_options_are_clear_errors(reactor, options):
     if "resumeWindow" not in options:
         with pytest.raises(ValueError):
             HeartbeatClientFactory(URL, RecordingHandler(), reactor=reactor, resume=True, **options)
+
+
+def test_send_while_the_server_closes_is_kept_for_the_resume(reactor, handler, server, client):
+    """Messages sent on either side while a server-begun close runs are not refused or lost: they arrive after the resume."""
+    link = reactor.accept(server)
+    session = serverSession(server)
+    link.server.closeGracefully(1000, "bye")  # the close frame is on its way
+    session.send("from server while closing")
+    link.server.sendMessage(b"sendMessage while closing")
+    reactor.flush()
+    handler.send("from client after the close")
+    reconnect(reactor, server)
+    assert handler.received() == [b"from server while closing", b"sendMessage while closing"]
+    assert server.got == [b"from client after the close"]
+    finish(reactor, handler, server)
+
+
+def test_server_stop_ends_every_session(reactor, handler, server, client):
+    """When the server stops listening its sessions end: detached ones expire at once, no timer is left."""
+    link = reactor.accept(server)
+    session = serverSession(server)
+    link.reset()
+    server.doStart()
+    server.doStop()  # the last port stopped listening
+    assert ("expired", session.id, []) in server.events and len(server.sessionStore) == 0
+    with pytest.raises(NotConnected):
+        session.send("too late")
+    handler.close()
+    reactor.advance(10)
+    assert reactor.getDelayedCalls() == []
+
+
+def test_client_service_passes_resume_through(reactor, handler, server):
+    """HeartbeatClientService(resume=True) runs a resumable session like connect() does."""
+    from txheartbeat import HeartbeatClientService
+
+    service = HeartbeatClientService(URL, handler, reactor=reactor, resume=True, jitter=0.0, pingInterval=None)
+    service.startService()
+    link = reactor.accept(server)
+    handler.send("a")
+    link.reset()
+    handler.send("b")
+    reconnect(reactor, server)
+    assert handler.resumed and server.got == [b"a", b"b"]
+    service.stopService()
+    reactor.advance(10)
+    for session in list(server.sessionStore):
+        server._sessions.end(session)
+    assert reactor.getDelayedCalls() == []
+
+
+def test_custom_store_is_used(reactor, handler, client):
+    """A store given to the server holds its sessions (filed by the token's digest, never the token)."""
+    from txheartbeat import MemorySessionStore
+
+    store = MemorySessionStore()
+    server = SessionServer(reactor, sessionStore=store)
+    reactor.accept(server)
+    (session,) = list(store)
+    assert server.sessionStore is store and store.get(session.key) is session
+    assert session._token.encode() not in session.key
+    with pytest.raises(ValueError):
+        HeartbeatServerFactory(URL, resume=True, sessionStore=object(), reactor=reactor)
+    finish(reactor, handler, server)

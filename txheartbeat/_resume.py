@@ -486,7 +486,10 @@ class ServerSessions:
         self.store.remove(session)
 
     def _expire(self, session: ServerSession) -> None:
-        session._expiry = None
+        session._expiry = None  # (this is it firing)
+        self._expired(session)
+
+    def _expired(self, session: ServerSession) -> None:
         self.end(session)
         self.factory.expiredSessions += 1
         _log.info(
@@ -500,6 +503,6 @@ class ServerSessions:
         """End every session now (the server is going away): each gets ``onSessionExpired``."""
         for session in list(self.store):
             if session.protocol is None:
-                self._expire(session)
+                self._expired(session)
             else:
                 self.end(session)
