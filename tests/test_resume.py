@@ -613,3 +613,22 @@ def test_custom_store_is_used(reactor, handler, client):
     with pytest.raises(ValueError):
         HeartbeatServerFactory(URL, resume=True, sessionStore=object(), reactor=reactor)
     finish(reactor, handler, server)
+
+
+def test_a_raising_on_message_still_counts_the_message(reactor, handler, client):
+    """A server onMessage that raises received the message: a resume does not deliver it again."""
+
+    class Raising(Recorder):
+        def onMessage(self, payload, isBinary):
+            super().onMessage(payload, isBinary)
+            raise RuntimeError("application bug")
+
+    server = SessionServer(reactor, protocol=Raising)
+    link = reactor.accept(server)
+    handler.send("once")
+    with pytest.raises(RuntimeError):
+        reactor.flush()  # (a real reactor logs it and drops the connection)
+    link.reset()
+    reconnect(reactor, server)
+    assert server.got == [b"once"]
+    finish(reactor, handler, server)

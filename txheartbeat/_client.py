@@ -152,11 +152,16 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         super()._onOpen()
 
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
+        stream = self._stream
+        if stream is not None:
+            self.deliverNumbered(stream, self._deliver, payload, isBinary)
+        else:
+            self._deliver(payload, isBinary)
+
+    def _deliver(self, payload: bytes, isBinary: bool) -> None:
         self.factory.handler._received(payload, isBinary)
         if self._forwardMessages:
             self.onMessage(payload, isBinary)
-        if self._stream is not None:
-            self.delivered(payload)
 
     def _onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()

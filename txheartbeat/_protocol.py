@@ -265,11 +265,20 @@ class HeartbeatMixin:
         for payload, isBinary in messages:
             super().sendMessage(payload, isBinary)  # type: ignore[misc]
 
-    def delivered(self, payload: bytes) -> None:
-        """A data message was delivered in a session: acknowledge now and then."""
-        stream = self._stream
-        if stream is not None and stream.delivered(len(payload)) and self.state == WebSocketProtocol.STATE_OPEN:
-            self.sendPong(ackPayload(stream.ackValue()))  # type: ignore[attr-defined]
+    def deliverNumbered(
+        self, stream: SessionStream, deliver: Callable[[bytes, bool], None], payload: bytes, isBinary: bool
+    ) -> None:
+        """
+        Deliver a data message of a session: counted first (a hook that
+        raises still received it, or the count and a resume would disagree),
+        acknowledged now and then.
+        """
+        due = stream.delivered(len(payload))
+        try:
+            deliver(payload, isBinary)
+        finally:
+            if due and self.state == WebSocketProtocol.STATE_OPEN:
+                self.sendPong(ackPayload(stream.ackValue()))  # type: ignore[attr-defined]
 
     def _acknowledged(self, count: Optional[int]) -> None:
         stream = self._stream

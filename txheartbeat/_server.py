@@ -113,9 +113,9 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         sessions.announce(session, resumed, len(replay))
 
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self._stream is not None:
-            super()._onMessage(payload, isBinary)  # in a session every message is the application's
-            self.delivered(payload)
+        stream = self._stream
+        if stream is not None:  # in a session every message is the application's
+            self.deliverNumbered(stream, super()._onMessage, payload, isBinary)
             return
         if self.superseded:
             return
