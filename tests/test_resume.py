@@ -23,7 +23,7 @@ from txheartbeat._resume import (
     formatHeader,
     parseHeader,
 )
-from txheartbeat.testing import MemoryReactor, RecordingHandler, echoServerFactory
+from txheartbeat.testing import RecordingHandler, echoServerFactory
 
 from .conftest import URL
 

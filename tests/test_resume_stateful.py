@@ -149,9 +149,5 @@ class ResumeMachine(RuleBasedStateMachine):
         self.server.stopFactory()
 
 
-
-
-
-
 TestResume = ResumeMachine.TestCase
 TestResume.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
