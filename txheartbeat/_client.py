@@ -194,12 +194,14 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     # HeartbeatMixin notifications --------------------------------------------
 
     def heartbeatSent(self) -> None:
-        self.factory.handler.stats.heartbeatsSent += 1
+        self.factory.handler._counts.heartbeatsSent += 1
 
     def heartbeatAnswered(self, roundTrip: float) -> None:
         handler = self.factory.handler
-        handler.stats.heartbeatsAnswered += 1
-        handler.stats.latency = roundTrip
+        counts = handler._counts
+        counts.heartbeatsAnswered += 1
+        counts.latency = roundTrip
+        counts.latencySum += roundTrip
         handler._fire("onHeartbeat", roundTrip)
 
     def peerDead(self, failure: Failure) -> None:
@@ -213,11 +215,14 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         otherwise); ``limited=False`` skips ``maxBuffered`` (the send queue,
         already bounded by ``sendQueueSize``, is flushed that way).
         """
+        payload, isBinary = encodeMessage(data)
         if limited:
-            self.sendMessage(*encodeMessage(data))
+            self.sendMessage(payload, isBinary)
         else:
-            self.sendUnlimited(*encodeMessage(data))
-        self.factory.handler.stats.messagesSent += 1
+            self.sendUnlimited(payload, isBinary)
+        counts = self.factory.handler._counts
+        counts.messagesSent += 1
+        counts.bytesSent += len(payload)
 
 
 def _retryAfter(headers: Optional[Mapping[str, str]]) -> Optional[float]:
@@ -768,7 +773,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._openedAt = self.reactor.seconds()
         handler = self.handler
         handler.protocol = protocol
-        handler.stats.opens += 1
+        handler._counts.opens += 1
         waiters, self._openWaiters = self._openWaiters, []
         _log.info("txheartbeat: open to {url}", url=self.safeURL)
         outcome = protocol.resumeOutcome
@@ -791,14 +796,14 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         handler = self.handler
         del protocol.resumeOutcome
         handler.resumed = resumed
-        stats = handler.stats
+        counts = handler._counts
         if resumed:
-            stats.resumes += 1
-            stats.replayed += len(replay)
+            counts.resumes += 1
+            counts.replayed += len(replay)
             protocol.replay(replay)  # before anything a hook sends
             _log.info("txheartbeat: session resumed ({n} message(s) replayed)", n=len(replay))
         if lost is not None:
-            stats.sessionsLost += 1
+            counts.sessionsLost += 1
             _log.warn(
                 "txheartbeat: session lost (the server did not resume it); {n} message(s) never acknowledged",
                 n=len(lost),
@@ -813,7 +818,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         """Tell the handler what a session that ended without a clean close leaves unacknowledged."""
         lost = self._endSession()
         if lost and not clean:
-            self.handler.stats.sessionsLost += 1
+            self.handler._counts.sessionsLost += 1
             _log.warn("txheartbeat: session ended; {n} message(s) never acknowledged", n=len(lost))
             self.handler._fire("onSessionLost", lost)
 
@@ -877,7 +882,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         attempt = self.retries
         try:
             if self._policy is not None:
-                sinceOpen = self.reactor.seconds() - self._openedAt if self.handler.stats.opens else None
+                sinceOpen = self.reactor.seconds() - self._openedAt if self.handler._counts.opens else None
                 # (only ever called from _decide, in DISCONNECTED)
                 context = RetryContext(attempt, failure, sinceOpen, self._lostOpen, self._refusals)
                 delay = self._policy(context, self._costly)
@@ -893,7 +898,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
     def _scheduleRetry(self, delay: float, reason: Failure) -> None:
         self.delay = delay
-        self.handler.stats.reconnects += 1
+        self.handler._counts.reconnects += 1
         _log.info(
             "txheartbeat: reconnecting to {url} in {delay:.3f} s (attempt {attempt})",
             url=self.safeURL,
@@ -933,7 +938,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             self._protocol.closeGracefully(code, reason)
 
     def _deadPeer(self, failure: Failure) -> None:
-        self.handler.stats.deadPeers += 1
+        self.handler._counts.deadPeers += 1
         _log.info("txheartbeat: {why} ({url})", why=failure.getErrorMessage(), url=self.safeURL)
 
     def _closedLost(self, protocol: HeartbeatClientProtocol) -> None:
@@ -981,7 +986,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     def _startAttempt(self) -> None:
         self._attemptId += 1
         self.continueTrying = 1
-        self.handler.stats.attempts += 1
+        self.handler._counts.attempts += 1
         self._openTimer = self.clock.callLater(self.openTimeout, self._openTimerFired)
         _log.debug("txheartbeat: connecting to {url}", url=self.safeURL)
 

@@ -38,9 +38,12 @@ def encodeMessage(data: Message) -> Tuple[bytes, bool]:
     raise TypeError(f"send() takes str (text) or bytes (binary), not {type(data).__name__}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class HeartbeatStats:
-    """Counters kept across every connection of one handler."""
+    """
+    A snapshot of a handler's counters, kept across every connection
+    (``handler.stats`` makes a new one each time it is read).
+    """
 
     #: connection attempts started (TCP connect begun)
     attempts: int = 0
@@ -66,6 +69,46 @@ class HeartbeatStats:
     replayed: int = 0
     #: with ``resume``: sessions that could not be recovered (``onSessionLost``)
     sessionsLost: int = 0
+    #: payload bytes of the messages sent / received (as counted by the two above)
+    bytesSent: int = 0
+    bytesReceived: int = 0
+    #: mean round trip of the answered heartbeats, or ``None``
+    meanLatency: Optional[float] = None
+    #: seconds the current connection has been open, or ``None`` while not open
+    uptime: Optional[float] = None
+    #: messages waiting for the next open (the send queue)
+    queued: int = 0
+
+
+class _Counts:
+    """The handler's live counters (``HeartbeatStats`` is their snapshot)."""
+
+    __slots__ = (
+        "attempts",
+        "opens",
+        "reconnects",
+        "heartbeatsSent",
+        "heartbeatsAnswered",
+        "deadPeers",
+        "messagesSent",
+        "messagesReceived",
+        "latency",
+        "resumes",
+        "replayed",
+        "sessionsLost",
+        "bytesSent",
+        "bytesReceived",
+        "latencySum",
+    )
+
+    def __init__(self) -> None:
+        self.attempts = self.opens = self.reconnects = 0
+        self.heartbeatsSent = self.heartbeatsAnswered = self.deadPeers = 0
+        self.messagesSent = self.messagesReceived = 0
+        self.latency: Optional[float] = None
+        self.resumes = self.replayed = self.sessionsLost = 0
+        self.bytesSent = self.bytesReceived = 0
+        self.latencySum = 0.0
 
 
 class HeartbeatHandler:
@@ -91,7 +134,7 @@ class HeartbeatHandler:
     resumed = False
 
     def __init__(self) -> None:
-        self.stats = HeartbeatStats()
+        self._counts = _Counts()
         self.factory: Optional[HeartbeatClientFactory] = None
         # Created on first use: an empty deque costs ~600 bytes, times 10,000 clients.
         self._queue: Optional[Deque[Message]] = None
@@ -144,6 +187,34 @@ class HeartbeatHandler:
         """
 
     # Methods ---------------------------------------------------------------
+
+    @property
+    def stats(self) -> HeartbeatStats:
+        """A snapshot of the counters (see :class:`HeartbeatStats`); read it again for fresh figures."""
+        c = self._counts
+        factory, protocol = self.factory, self.protocol
+        uptime = None
+        if factory is not None and protocol is not None and protocol.isOpen:
+            uptime = factory.reactor.seconds() - factory._openedAt
+        return HeartbeatStats(
+            attempts=c.attempts,
+            opens=c.opens,
+            reconnects=c.reconnects,
+            heartbeatsSent=c.heartbeatsSent,
+            heartbeatsAnswered=c.heartbeatsAnswered,
+            deadPeers=c.deadPeers,
+            messagesSent=c.messagesSent,
+            messagesReceived=c.messagesReceived,
+            latency=c.latency,
+            resumes=c.resumes,
+            replayed=c.replayed,
+            sessionsLost=c.sessionsLost,
+            bytesSent=c.bytesSent,
+            bytesReceived=c.bytesReceived,
+            meanLatency=c.latencySum / c.heartbeatsAnswered if c.heartbeatsAnswered else None,
+            uptime=uptime,
+            queued=len(self._queue or ()),
+        )
 
     @property
     def isOpen(self) -> bool:
@@ -304,7 +375,9 @@ class HeartbeatHandler:
 
     def _received(self, payload: bytes, isBinary: bool) -> None:
         """Deliver a message: :meth:`_fire` for ``onMessage``, without the lookup (per-message path)."""
-        self.stats.messagesReceived += 1
+        counts = self._counts
+        counts.messagesReceived += 1
+        counts.bytesReceived += len(payload)
         try:
             self.onMessage(payload, isBinary)
         except Exception:
