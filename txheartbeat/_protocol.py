@@ -52,7 +52,7 @@ def autobahnOptions(
     """
     for name, ours in owned.items():
         if name in options:
-            raise ValueError(f"{name} is managed by txheartbeat on the injected clock; use {ours}= instead")
+            raise ValueError(f"{name} is managed by txheartbeat; use {ours}= instead")
     factoryArgs = {name: options.pop(name) for name in factoryArgNames if name in options}
 
     def apply(factory: Any, **ours: Any) -> None:

@@ -6,10 +6,11 @@ clients and reaps the silent ones, and asks clients to leave by message.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Set, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.util import wildcards2patterns
+from autobahn.websocket.protocol import WebSocketProtocol, _url_to_origin, parseHttpHeader
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -25,6 +26,7 @@ _log = Logger(namespace="txheartbeat")
 HeartbeatMatch = Union[None, Message, Callable[[bytes, bool], bool]]
 HeartbeatReply = Union[None, Message, Callable[[bytes, bool], Message]]
 _FACTORY_ARGS = ("protocols", "server", "headers", "externalPort")
+_OWNED_OPTIONS = {**AUTOPING_OPTIONS, "allowNullOrigin": "allowedOrigins"}
 
 
 class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type: ignore[misc]
@@ -64,11 +66,19 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         HandshakeLog.install(self, self.logOctets)
 
     def processHandshake(self) -> None:
-        retryAfter = self.factory.retryAfter
+        factory = self.factory
+        end = self.data.find(b"\r\n\r\n") if self.state == WebSocketProtocol.STATE_CONNECTING else -1
         # Refuse only a complete request: the rest of it would otherwise hit a closed socket and reset the 503.
-        if retryAfter is not None and self.state == WebSocketProtocol.STATE_CONNECTING and b"\r\n\r\n" in self.data:
-            self.failHandshake("server overloaded: try again later", 503, [("Retry-After", str(math.ceil(retryAfter)))])
+        if end >= 0 and factory.retryAfter is not None:
+            retryAfter = str(math.ceil(factory.retryAfter))
+            self.failHandshake("server overloaded: try again later", 503, [("Retry-After", retryAfter)])
             return
+        if end >= 0 and factory._originPatterns is not None:
+            origin = factory._refusedOrigin(self.data[:end])
+            if origin is not None:
+                _log.info("txheartbeat: upgrade from origin {origin!r} refused (not in allowedOrigins)", origin=origin)
+                self.failHandshake(f"origin {origin!r} not allowed", 403)
+                return
         super().processHandshake()
 
     def succeedHandshake(self, res: Any) -> None:
@@ -197,6 +207,16 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         its ``sendMessage`` raises :class:`~txheartbeat.SendQueueFull`
         (``None``: no limit); see ``bufferedAmount`` and ``whenDrained()`` on
         the protocol.
+    :param allowedOrigins: the browser origins allowed to open a WebSocket:
+        patterns matched against ``scheme://host:port`` with ``*`` as a
+        wildcard (Autobahn's syntax, e.g. ``"https://*.example.com:*"``; the
+        default port may be left out: ``"https://app.example.com"``), and
+        ``"null"`` for pages with no origin (``file://``, sandboxed iframes).
+        Others get HTTP 403 and a log line.  ``None`` (the default) allows
+        every origin, ``null`` included: right for servers that authenticate
+        each connection themselves, unsafe for ones that trust the browser's
+        cookies (cross-site WebSocket hijacking).  Requests without an
+        ``Origin`` header (non-browser clients) are always allowed.
     :param resume: offer resumable sessions to clients that ask (txheartbeat
         clients with ``resume=True``); plain clients are served as before.
         See ``docs/reliability.md``.
@@ -233,6 +253,7 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         replayBufferSize: int = 1000,
         replayBufferBytes: int = 1 << 20,
         sessionStore: Optional[ISessionStore] = None,
+        allowedOrigins: Optional[Sequence[str]] = None,
         reactor: Any = None,
         **options: Any,
     ) -> None:
@@ -255,10 +276,14 @@ class HeartbeatServerFactory(WebSocketServerFactory):
             raise ValueError(f"heartbeatReply must be str, bytes or a callable, got {heartbeatReply!r}")
         if not isinstance(leaveMessage, (str, bytes)):
             raise ValueError(f"leaveMessage must be str or bytes, got {leaveMessage!r}")
-        factoryArgs, protocolOptions = autobahnOptions(options, _FACTORY_ARGS, AUTOPING_OPTIONS)
+        factoryArgs, protocolOptions = autobahnOptions(options, _FACTORY_ARGS, _OWNED_OPTIONS)
+        self._originPatterns = self._checkOrigins(allowedOrigins)
+        self.allowedOrigins = None if allowedOrigins is None else list(allowedOrigins)  # type: ignore[assignment]
         WebSocketServerFactory.__init__(self, url, reactor=reactor, **factoryArgs)
         self._batched_timer = ExactTimer(self.reactor)
-        protocolOptions(self)
+        # Origins are checked here, before the application's onConnect; Autobahn's own
+        # check stays open (its setProtocolOptions resets allowNullOrigin at every call).
+        protocolOptions(self, allowedOrigins=["*"], allowNullOrigin=True)
         self.pingInterval = pingInterval
         self.pongTimeout = pongTimeout
         self.heartbeatMessage = heartbeatMessage
@@ -283,6 +308,37 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         self.closedSessions = self.refusedResumes = 0
         if resume:
             self._sessions = ServerSessions(self, resumeWindow, replayBufferSize, replayBufferBytes, sessionStore)
+
+    @staticmethod
+    def _checkOrigins(origins: Optional[Sequence[str]]) -> Any:
+        if origins is None:
+            return None
+        if isinstance(origins, str) or not all(isinstance(o, str) and o for o in origins):
+            raise ValueError(f"allowedOrigins must be a list of origin patterns, got {origins!r}")
+        return ("null" in origins, wildcards2patterns([o for o in origins if o != "null"]))
+
+    def _refusedOrigin(self, head: bytes) -> Optional[str]:
+        """The request's origin if the policy refuses it, else ``None`` (no Origin header: allowed)."""
+        try:
+            _, headers, _ = parseHttpHeader(head)
+        except Exception:
+            return None  # malformed: Autobahn refuses it with the reason
+        origin = headers.get("origin", headers.get("sec-websocket-origin"))
+        if origin is None:
+            return None
+        origin = origin.strip()[:200]
+        allowNull, patterns = self._originPatterns
+        try:
+            parsed = _url_to_origin(origin)
+        except ValueError:
+            return origin
+        if parsed == "null":
+            return None if allowNull else origin
+        scheme, host, port = parsed
+        texts = [f"{scheme}://{host}:{port}"]
+        if (scheme, port) in (("http", 80), ("https", 443)):
+            texts.append(f"{scheme}://{host}")  # a pattern may leave out the default port
+        return None if any(p.match(text) for p in patterns for text in texts) else origin
 
     @property
     def sessionStore(self) -> Optional[ISessionStore]:
