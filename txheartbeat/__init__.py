@@ -23,7 +23,7 @@ from ._errors import (
 from ._handler import HeartbeatHandler, HeartbeatStats
 from ._heartbeat import Heartbeat
 from ._resume import ISessionStore, MemorySessionStore, ServerSession
-from ._server import HeartbeatServerFactory, HeartbeatServerProtocol
+from ._server import HeartbeatServerFactory, HeartbeatServerProtocol, ServerStats
 from ._service import HeartbeatClientService
 
 __version__ = "0.3.0"
@@ -49,6 +49,7 @@ __all__ = [
     "ProtocolError",
     "SendQueueFull",
     "ServerSession",
+    "ServerStats",
     "TLSRequired",
     "connect",
     "exponentialBackoff",

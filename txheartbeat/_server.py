@@ -6,6 +6,7 @@ clients and reaps the silent ones, and asks clients to leave by message.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -27,6 +28,30 @@ HeartbeatMatch = Union[None, Message, Callable[[bytes, bool], bool]]
 HeartbeatReply = Union[None, Message, Callable[[bytes, bool], Message]]
 _FACTORY_ARGS = ("protocols", "server", "headers", "externalPort")
 _OWNED_OPTIONS = {**AUTOPING_OPTIONS, "allowNullOrigin": "allowedOrigins"}
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """A snapshot of a :class:`HeartbeatServerFactory`'s counters (``factory.stats``)."""
+
+    #: connections open now
+    clients: int = 0
+    #: connections opened since the factory was made
+    opened: int = 0
+    #: clients aborted because they went silent
+    reaped: int = 0
+    #: application heartbeats (the seed's ``heartbeat``) answered
+    heartbeatsAnswered: int = 0
+    #: ping frames sent to idle clients
+    pingsSent: int = 0
+    #: with ``resume``: sessions kept now, and how many were created, resumed, expired, closed by their client
+    sessions: int = 0
+    sessionsCreated: int = 0
+    sessionsResumed: int = 0
+    sessionsExpired: int = 0
+    sessionsClosed: int = 0
+    #: with ``resume``: resumes refused (unknown or expired session)
+    resumesRefused: int = 0
 
 
 class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type: ignore[misc]
@@ -104,6 +129,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         HandshakeLog.restore(self)
         factory = self.factory
         factory.clients.add(self)
+        factory.openedClients += 1
         offer = self._offer
         if offer is not None:
             del self._offer
@@ -134,6 +160,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
             super()._onMessage(payload, isBinary)
         elif self.isOpen:
             self.sendUnlimited(*factory._answer(payload, isBinary))
+            factory.heartbeatsAnswered += 1
         # Autobahn still delivers messages once a close has begun (STATE_CLOSING),
         # where sendMessage raises Disconnected: such a heartbeat needs no answer.
 
@@ -151,6 +178,9 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
             final = wasClean and not self.closedByMe and (code in (1000, 1001) or (code or 0) >= 3000)
             self.factory._sessions.detach(self, session, final)
         super()._onClose(wasClean, code, reason)
+
+    def heartbeatSent(self) -> None:
+        self.factory.pingsSent += 1
 
     def peerDead(self, failure: Failure) -> None:
         self.factory.deadClients += 1
@@ -301,6 +331,8 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         self.clients: Set[HeartbeatServerProtocol] = set()
         #: clients aborted because they went silent
         self.deadClients = 0
+        #: connections opened, application heartbeats answered, pings sent to idle clients (see :attr:`stats`)
+        self.openedClients = self.heartbeatsAnswered = self.pingsSent = 0
         #: while not ``None``, upgrades are refused with 503 and this ``Retry-After`` (see :meth:`overloaded`)
         self.retryAfter: Optional[float] = None
         #: session counters (with ``resume``): started, resumed, expired, closed by the client, resumes refused
@@ -308,6 +340,23 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         self.closedSessions = self.refusedResumes = 0
         if resume:
             self._sessions = ServerSessions(self, resumeWindow, replayBufferSize, replayBufferBytes, sessionStore)
+
+    @property
+    def stats(self) -> ServerStats:
+        """A snapshot of this factory's counters (see :class:`ServerStats`)."""
+        return ServerStats(
+            clients=len(self.clients),
+            opened=self.openedClients,
+            reaped=self.deadClients,
+            heartbeatsAnswered=self.heartbeatsAnswered,
+            pingsSent=self.pingsSent,
+            sessions=len(self._sessions.store) if self._sessions is not None else 0,
+            sessionsCreated=self.createdSessions,
+            sessionsResumed=self.resumedSessions,
+            sessionsExpired=self.expiredSessions,
+            sessionsClosed=self.closedSessions,
+            resumesRefused=self.refusedResumes,
+        )
 
     @staticmethod
     def _checkOrigins(origins: Optional[Sequence[str]]) -> Any:
