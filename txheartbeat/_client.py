@@ -98,6 +98,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     # Twisted entry points --------------------------------------------------
 
     def connectionMade(self) -> None:
+        """Refuse ``wss://`` without TLS, send the opening handshake (redacted in logs)."""
         factory = self.factory
         self.clock = factory.reactor
         if factory.closeTimeout != self.closeTimeout:  # (the class default: no __dict__ entry)
@@ -124,6 +125,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Stop every timer of this connection and report the loss to the factory."""
         self.lostReason = reason
         if self.failure is None or not self.failure.check(TLSRequired):
             # (with TLSRequired, Autobahn never started on this connection)
@@ -169,6 +171,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         super()._onClose(wasClean, code, reason)
 
     def failHandshake(self, reason: str) -> None:
+        """Keep the server's HTTP status and ``Retry-After`` as a :class:`HandshakeError`."""
         status: Optional[int] = None
         line = getattr(self, "http_status_line", None)
         if line and reason.startswith("WebSocket connection upgrade failed"):
@@ -180,6 +183,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         super().failHandshake(reason)
 
     def failProxyConnect(self, reason: str) -> None:
+        """Keep the proxy's HTTP status as a :class:`HandshakeError`."""
         # Autobahn only drops the connection (ConnectionAborted); keep the
         # proxy's answer.  self.data still holds it: Autobahn trims it on success only.
         status: Optional[int] = None
@@ -194,9 +198,11 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     # HeartbeatMixin notifications --------------------------------------------
 
     def heartbeatSent(self) -> None:
+        """Count the heartbeat in the handler's stats."""
         self.factory.handler._counts.heartbeatsSent += 1
 
     def heartbeatAnswered(self, roundTrip: float) -> None:
+        """Count the answer, keep the round trip and call ``onHeartbeat``."""
         handler = self.factory.handler
         counts = handler._counts
         counts.heartbeatsAnswered += 1
@@ -205,6 +211,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         handler._fire("onHeartbeat", roundTrip)
 
     def peerDead(self, failure: Failure) -> None:
+        """Report the silent server to the factory (the connection is aborted next)."""
         self.factory._protocolDead(self, failure)
 
     # Used by the handler -------------------------------------------------------
@@ -328,10 +335,10 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         before ``send()`` raises :class:`SendQueueFull` (``None``: no limit);
         see ``handler.bufferedAmount`` and ``handler.whenDrained()``.
     :param retryPolicy: ``attempt -> seconds``, replacing the whole default
-        schedule (:class:`~txheartbeat._retry.ReconnectPolicy`: steady probes
+        schedule (:class:`txheartbeat._retry.ReconnectPolicy`: steady probes
         while nothing listens, backoff for costly failures, server hints).
     :param shouldRetry: ``failure -> bool``: whether to try again after this
-        failure or loss (default :func:`~txheartbeat._retry.shouldRetryByDefault`:
+        failure or loss (default :func:`txheartbeat._retry.shouldRetryByDefault`:
         not after HTTP 401/403/404, close code 1008 or ``TLSRequired``);
         ``False`` gives up at once, ``onGiveUp(reason)`` says why.
     :param probeInterval: while the server refuses connections (nothing
@@ -500,7 +507,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._baseURL, self._baseHeaders = url, dict(self.headers)
         self._setTLS()
 
-        #: a :class:`~txheartbeat._lifecycle.State` (compares equal to its string value)
+        #: a :class:`txheartbeat._lifecycle.State` (compares equal to its string value)
         self.state: State = State.IDLE
         self._openWaiters: List[Deferred[HeartbeatHandler]] = []
         self._closeWaiters: List[Deferred[None]] = []
@@ -620,6 +627,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     # ReconnectingClientFactory ------------------------------------------------
 
     def startedConnecting(self, connector: IConnector) -> None:
+        """A connector began an attempt (Twisted's hook): the ``attempt`` event."""
         adopting = self.state in (State.IDLE, State.CLOSED, State.GAVEUP)
         if adopting and not self._dialing and (self.prepare is not None or self.endpoint is not None):
             raise ValueError("prepare= and endpoint= need factory.connect() or txheartbeat.connect(), not a connector")
@@ -628,6 +636,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._event(Event.ATTEMPT, connector)
 
     def buildProtocol(self, addr: Any) -> Optional[HeartbeatClientProtocol]:  # type: ignore[override]
+        """The attempt's TCP connection is up: build its protocol (``None`` for a connection no longer wanted)."""
         if self._protocol is not None or self.state != State.CONNECTING:
             return None
         protocol: HeartbeatClientProtocol = WebSocketClientFactory.buildProtocol(self, addr)  # type: ignore[assignment]
@@ -635,6 +644,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         return protocol
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        """TCP connect failed: try the attempt's next address, or report the failed attempt."""
         if connector is not self._current:
             return  # an attempt this factory stopped or refused
         self._current = None

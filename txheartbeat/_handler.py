@@ -161,7 +161,7 @@ class HeartbeatHandler:
         """
         Reconnect attempt number ``attempt`` will start in ``delay`` seconds;
         ``reason`` is why the last attempt failed or the connection ended (a
-        :class:`~txheartbeat.ConnectionClosed` for a close).  Overrides that
+        :class:`txheartbeat.ConnectionClosed` for a close).  Overrides that
         take only ``(attempt, delay)`` keep working.
         """
 

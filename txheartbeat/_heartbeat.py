@@ -18,7 +18,7 @@ _log = Logger(namespace="txheartbeat")
 
 def checkInterval(name: str, value: Optional[float], *, allowNone: bool = True) -> None:
     """
-    Raise :class:`ValueError` unless ``value`` is a positive finite number
+    Raise ``ValueError`` unless ``value`` is a positive finite number
     (or ``None`` where that is allowed).
     """
     if value is None:
@@ -32,7 +32,7 @@ def checkInterval(name: str, value: Optional[float], *, allowNone: bool = True) 
 
 
 def checkByteCount(name: str, value: Optional[int]) -> None:
-    """Raise :class:`ValueError` unless ``value`` is ``None`` or an integer >= 0."""
+    """Raise ``ValueError`` unless ``value`` is ``None`` or an integer >= 0."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
         raise ValueError(f"{name} must be None or a number of bytes >= 0, got {value!r}")
 

@@ -2,7 +2,7 @@
 The client's connection lifecycle as one table: every state, every event,
 and what each pair does.
 
-:class:`~txheartbeat.HeartbeatClientFactory` feeds events into
+:class:`txheartbeat.HeartbeatClientFactory` feeds events into
 :data:`TRANSITIONS`; a pair that is not in the table is a bug that shows up
 as an error in the log (and in the completeness test), never as a hang.
 This module is pure data: the actions it names are methods of the factory.

@@ -77,7 +77,7 @@ def parsePingAck(payload: bytes) -> Optional[int]:
 
 
 def newToken() -> str:
-    """A session token: 192 random bits from :mod:`secrets`, URL-safe text."""
+    """A session token: 192 random bits from ``secrets``, URL-safe text."""
     return secrets.token_urlsafe(24)
 
 
@@ -331,12 +331,15 @@ class MemorySessionStore:
         self._sessions: Dict[bytes, ServerSession] = {}
 
     def get(self, key: bytes) -> Optional[ServerSession]:
+        """The session filed under ``key``, or ``None``."""
         return self._sessions.get(key)
 
     def add(self, session: ServerSession) -> None:
+        """File ``session`` under ``session.key``."""
         self._sessions[session.key] = session
 
     def remove(self, session: ServerSession) -> None:
+        """Forget ``session`` (no error if it is not there)."""
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
 

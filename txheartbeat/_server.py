@@ -79,6 +79,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
     _offer: Optional[Tuple[ServerSession, bool, int]] = None
 
     def connectionMade(self) -> None:
+        """Set the clock, the write-buffer limit, and redact the handshake from logs until open."""
         self.clock = self.factory.reactor
         if self.factory.closeTimeout != self.closeTimeout:  # (the class default: no __dict__ entry)
             self.closeTimeout = self.factory.closeTimeout
@@ -91,6 +92,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         HandshakeLog.install(self, self.logOctets)
 
     def processHandshake(self) -> None:
+        """Refuse an upgrade while overloaded (503) or from an origin not allowed (403), else go on as Autobahn."""
         factory = self.factory
         end = self.data.find(b"\r\n\r\n") if self.state == WebSocketProtocol.STATE_CONNECTING else -1
         # Refuse only a complete request: the rest of it would otherwise hit a closed socket and reset the 503.
@@ -107,6 +109,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         super().processHandshake()
 
     def succeedHandshake(self, res: Any) -> None:
+        """With ``resume``: answer the client's ``Txheartbeat-Resume`` header, then complete the upgrade."""
         sessions = self.factory._sessions
         request = self.http_headers.get(RESUME_HEADER.lower())
         if sessions is None or request is None:
@@ -180,9 +183,11 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         super()._onClose(wasClean, code, reason)
 
     def heartbeatSent(self) -> None:
+        """Count the ping sent to an idle client."""
         self.factory.pingsSent += 1
 
     def peerDead(self, failure: Failure) -> None:
+        """Count and log the silent client, then call :meth:`onPeerDead`."""
         self.factory.deadClients += 1
         _log.info("txheartbeat: client {peer} went silent: {why}", peer=self.peer, why=failure.getErrorMessage())
         try:
@@ -234,7 +239,7 @@ class HeartbeatServerFactory(WebSocketServerFactory):
     :param leaveTimeout: seconds a client asked to leave has before it is closed.
     :param closeTimeout: seconds allowed for a close handshake before aborting.
     :param maxBuffered: bytes a connection may hold in its write buffer before
-        its ``sendMessage`` raises :class:`~txheartbeat.SendQueueFull`
+        its ``sendMessage`` raises :class:`txheartbeat.SendQueueFull`
         (``None``: no limit); see ``bufferedAmount`` and ``whenDrained()`` on
         the protocol.
     :param allowedOrigins: the browser origins allowed to open a WebSocket:
@@ -254,10 +259,10 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         after a connection is lost.
     :param replayBufferSize: messages a session keeps until the client
         acknowledges them; :meth:`ServerSession.send` and the connection's
-        ``sendMessage`` raise :class:`~txheartbeat.SendQueueFull` past it.
+        ``sendMessage`` raise :class:`txheartbeat.SendQueueFull` past it.
     :param replayBufferBytes: the same bound in payload bytes.
     :param sessionStore: where sessions are kept (an
-        :class:`~txheartbeat.ISessionStore`; default: in this process).
+        :class:`txheartbeat.ISessionStore`; default: in this process).
     :param reactor: reactor and clock for every timer.
     :param options: Autobahn factory arguments (``protocols``, ``server``,
         ``headers``, ``externalPort``) or protocol options.

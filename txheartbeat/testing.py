@@ -21,7 +21,7 @@ name not listed resolves to ``127.0.0.1`` as with Twisted's ``MemoryReactor``, s
 ``HostnameEndpoint`` and friends work without threads or DNS.  Connectors
 and links to IPv6 literals report ``IPv6Address`` addresses.
 
-:class:`RecordingHandler` is a :class:`~txheartbeat.HeartbeatHandler` that
+:class:`RecordingHandler` is a :class:`txheartbeat.HeartbeatHandler` that
 records every hook call, for assertions on order and timing.
 """
 
@@ -119,29 +119,37 @@ class RecordingHandler(HeartbeatHandler):
         return [event[1] for event in self.events]
 
     def onOpen(self) -> None:
+        """Record ``(time, 'onOpen')``."""
         self._record("onOpen")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """Record ``(time, 'onMessage', payload, isBinary)``."""
         self._record("onMessage", payload, isBinary)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        """Record ``(time, 'onClose', wasClean, code, reason)``."""
         self._record("onClose", wasClean, code, reason)
 
     def onError(self, failure: Failure) -> None:
+        """Record ``(time, 'onError', exception)``."""
         self._record("onError", failure.value)
 
     def onReconnect(self, attempt: int, delay: float, reason: Optional[Failure] = None) -> None:
+        """Record ``(time, 'onReconnect', attempt, delay)`` and the reason in :attr:`reasons`."""
         self._record("onReconnect", attempt, delay)
         self.reasons.append(("onReconnect", reason.value if reason is not None else None))
 
     def onGiveUp(self, reason: Optional[Failure] = None) -> None:
+        """Record ``(time, 'onGiveUp')`` and the reason in :attr:`reasons`."""
         self._record("onGiveUp")
         self.reasons.append(("onGiveUp", reason.value if reason is not None else None))
 
     def onHeartbeat(self, roundTrip: float) -> None:
+        """Record ``(time, 'onHeartbeat', roundTrip)``."""
         self._record("onHeartbeat", roundTrip)
 
     def onSessionLost(self, unacked: List[Message]) -> None:
+        """Record ``(time, 'onSessionLost', unacked)``."""
         self._record("onSessionLost", unacked)
 
     def received(self) -> List[bytes]:
@@ -153,6 +161,7 @@ class EchoServerProtocol(WebSocketServerProtocol):
     """An Autobahn server protocol that echoes every message back."""
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """Send the message back as it came."""
         self.sendMessage(payload, isBinary)
 
 
@@ -416,6 +425,7 @@ class MemoryReactor(MemoryReactorClock):
     def connectTCP(
         self, host: str, port: int, factory: Any, timeout: Any = 30, bindAddress: Any = None
     ) -> MemoryConnector:
+        """Start an attempt that waits in :attr:`pending` until :meth:`accept` or :meth:`refuse`."""
         self.tcpClients.append((host, port, factory, timeout, bindAddress))
         connector = MemoryConnector(self, host, port, factory, secure=False)
         connector.connect()
@@ -424,6 +434,7 @@ class MemoryReactor(MemoryReactorClock):
     def connectSSL(
         self, host: str, port: int, factory: Any, contextFactory: Any, timeout: Any = 30, bindAddress: Any = None
     ) -> MemoryConnector:
+        """As :meth:`connectTCP`, over an in-memory TLS transport."""
         self.sslClients.append((host, port, factory, contextFactory, timeout, bindAddress))
         connector = MemoryConnector(self, host, port, factory, secure=True)
         connector.connect()
