@@ -307,13 +307,14 @@ def test_drop_during_the_replay_replays_again(reactor, handler, server, client):
     link.clientTransport.clear()
     link.client.dataReceived(link.serverTransport.value())
     link.serverTransport.clear()
-    assert handler.factory.state == "open" and handler.stats.replayed == 10
+    # sent for the first time (they were sent between connections): not counted as replayed
+    assert handler.factory.state == "open" and handler.stats.replayed == 0
     link.clientTransport.clear()  # the replay never reaches the server
     link.reset()
     assert server.got == []
     reconnect(reactor, server)
     assert server.got == [t.encode() for t in numbers("m", 0, 10)]
-    assert handler.stats.resumes == 2 and handler.stats.replayed == 20
+    assert handler.stats.resumes == 2 and handler.stats.replayed == 10  # now a second time
     finish(reactor, handler, server)
 
 
@@ -564,6 +565,24 @@ def test_send_while_the_server_closes_is_kept_for_the_resume(reactor, handler, s
     assert handler.received() == [b"from server while closing", b"sendMessage while closing"]
     assert server.got == [b"from client after the close"]
     finish(reactor, handler, server)
+
+
+def test_server_stop_keeps_open_sessions_until_their_connection_ends(reactor, handler, server, client):
+    """After the server stops listening, a session on an open connection works on, and expires at once when it drops."""
+    link = reactor.accept(server)
+    session = serverSession(server)
+    server.doStart()
+    server.doStop()
+    handler.send("still served")
+    session.send("still sent")
+    reactor.flush()
+    assert server.got == [b"still served"] and handler.received() == [b"still sent"]
+    assert server.events == [("created", session.id, False)]
+    link.reset()
+    assert server.events[-1][0] == "expired" and len(server.sessionStore) == 0
+    handler.close()
+    reactor.advance(10)
+    assert reactor.getDelayedCalls() == []
 
 
 def test_server_stop_ends_every_session(reactor, handler, server, client):

@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Optional, Sequence, TextIO
+from typing import Any, List, Optional, Sequence, TextIO
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from ._client import connect
-from ._handler import HeartbeatHandler
+from ._handler import HeartbeatHandler, Message
+from ._resume import ServerSession
 from ._server import HeartbeatServerFactory, HeartbeatServerProtocol
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"txheartbeat: error: {message}\n")
+
+
+#: seconds ``serve --resume`` keeps a session for its client to come back
+RESUME_WINDOW = 60.0
 
 
 def _seconds(text: str) -> float:
@@ -61,6 +66,11 @@ def buildParser() -> argparse.ArgumentParser:
         "--ping-message", default=None, metavar="TEXT", help="application heartbeat text (default: ping frames)"
     )
     c.add_argument("--max-retries", type=_count, default=None, metavar="N")
+    c.add_argument(
+        "--resume",
+        action="store_true",
+        help="ask for a resumable session: what is lost in a drop is sent again after the reconnect",
+    )
     s = sub.add_parser("serve", help="echo server that answers heartbeats and reaps dead clients")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=_port, default=9000)
@@ -73,12 +83,23 @@ def buildParser() -> argparse.ArgumentParser:
         metavar="S",
         help="on SIGTERM/SIGINT, close clients with 1012 asking them to reconnect within S seconds",
     )
+    s.add_argument("--resume", action="store_true", help="offer resumable sessions to clients that ask")
+    s.add_argument(
+        "--resume-window",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help=f"with --resume, keep a session S seconds for its client to come back (default {RESUME_WINDOW:g})",
+    )
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of the console script and of ``python -m txheartbeat``."""
-    args = buildParser().parse_args(argv)
+    parser = buildParser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.resume_window is not None and not args.resume:
+        parser.error("--resume-window needs --resume")
     from twisted.internet.task import react
 
     if args.command == "demo":
@@ -101,6 +122,7 @@ class _ConsoleHandler(HeartbeatHandler):
         super().__init__()
         self.out = out
         self.err = err
+        self._replayed = 0  # stats.replayed at the last open
 
     def status(self, text: str) -> None:
         self.err.write(f"* {text}\n")
@@ -108,6 +130,12 @@ class _ConsoleHandler(HeartbeatHandler):
 
     def onOpen(self) -> None:
         self.status("open")
+        replayed, self._replayed = self.stats.replayed - self._replayed, self.stats.replayed
+        if self.resumed:
+            self.status(f"session resumed, {replayed} message(s) replayed")
+
+    def onSessionLost(self, unacked: List[Message]) -> None:
+        self.status(f"session lost: {len(unacked)} message(s) never acknowledged")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.out.write((payload.hex() if isBinary else payload.decode("utf-8", "replace")) + "\n")
@@ -144,6 +172,7 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
             pongTimeout=args.pong_timeout,
             pingMessage=args.ping_message,
             maxRetries=args.max_retries,
+            resume=args.resume,
         )
     except ValueError as e:
         sys.stderr.write(f"txheartbeat: error: {e}\n")
@@ -176,40 +205,72 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
 # serve -------------------------------------------------------------------------
 
 
-class _EchoServer(HeartbeatServerProtocol):
-    def _say(self, text: str) -> None:
-        sys.stderr.write(f"* {self.peer}: {text}\n")
-        sys.stderr.flush()
+def _say(text: str) -> None:
+    sys.stderr.write(f"* {text}\n")
+    sys.stderr.flush()
 
+
+class _EchoServer(HeartbeatServerProtocol):
     def onOpen(self) -> None:
-        self._say("open")
+        _say(f"{self.peer}: open")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.sendMessage(payload, isBinary)
 
     def onPeerDead(self, failure: Failure) -> None:
-        self._say(f"dead client reaped: {failure.getErrorMessage()}")
+        _say(f"{self.peer}: dead client reaped: {failure.getErrorMessage()}")
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        self._say(f"closed (clean={wasClean}, code={code})")
+        _say(f"{self.peer}: closed (clean={wasClean}, code={code})")
+
+
+class _EchoFactory(HeartbeatServerFactory):
+    """Narrates sessions by their public ``id`` (never the token, which would let a reader take one over)."""
+
+    protocol = _EchoServer
+
+    def onSessionCreated(self, session: ServerSession) -> None:
+        refused = "; the resume it asked for was refused: unknown or expired" if session.resumeRefused else ""
+        _say(f"{_peerOf(session)}: session {session.id} created{refused}")
+
+    def onSessionResumed(self, session: ServerSession) -> None:
+        # Right after the resume, what the client has not acknowledged is what was just sent again.
+        replayed = len(session.unacked)
+        _say(f"{_peerOf(session)}: session {session.id} resumed, {replayed} message(s) replayed")
+
+    def onSessionExpired(self, session: ServerSession) -> None:
+        _say(f"session {session.id} expired ({len(session.unacked)} message(s) never acknowledged)")
+
+    def onSessionClosed(self, session: ServerSession) -> None:
+        _say(f"session {session.id} closed by the client")
+
+
+def _peerOf(session: ServerSession) -> str:
+    protocol = session.protocol  # (set: the hooks that use it run while a connection opens)
+    return (protocol.peer if protocol is not None else None) or "?"
 
 
 def _serve(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
-    factory = HeartbeatServerFactory(
-        f"ws://{args.host}:{args.port}", pingInterval=args.ping_interval, pongTimeout=args.pong_timeout, reactor=reactor
+    window = args.resume_window if args.resume_window is not None else RESUME_WINDOW
+    factory = _EchoFactory(
+        f"ws://{args.host}:{args.port}",
+        pingInterval=args.ping_interval,
+        pongTimeout=args.pong_timeout,
+        resume=args.resume,
+        resumeWindow=window,
+        reactor=reactor,
     )
-    factory.protocol = _EchoServer
     try:
         port = reactor.listenTCP(args.port, factory, interface=args.host)
     except Exception as e:
         sys.stderr.write(f"txheartbeat: error: cannot listen on {args.host}:{args.port}: {e}\n")
         raise SystemExit(1) from None
     address = port.getHost()
-    sys.stderr.write(
-        f"* serving ws://{address.host}:{address.port}/ (echo; answers 'heartbeat'; "
-        f"ping {args.ping_interval:g} s, pong {args.pong_timeout:g} s)\n"
+    resume = f"; resume: sessions kept {window:g} s" if args.resume else ""
+    _say(
+        f"serving ws://{address.host}:{address.port}/ (echo; answers 'heartbeat'; "
+        f"ping {args.ping_interval:g} s, pong {args.pong_timeout:g} s{resume})"
     )
-    sys.stderr.flush()
     # A planned stop (SIGTERM, SIGINT) closes clients with 1012 so they spread their reconnects.
     reactor.addSystemEventTrigger("before", "shutdown", factory.restart, args.restart_window)
     forever: Deferred[None] = Deferred()

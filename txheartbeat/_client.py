@@ -809,9 +809,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         counts = handler._counts
         if resumed:
             counts.resumes += 1
-            counts.replayed += len(replay)
+            counts.replayed += protocol._stream.resent if protocol._stream is not None else 0
             protocol.replay(replay)  # before anything a hook sends
-            _log.info("txheartbeat: session resumed ({n} message(s) replayed)", n=len(replay))
+            _log.info("txheartbeat: session resumed ({n} unacknowledged message(s) sent)", n=len(replay))
         if lost is not None:
             counts.sessionsLost += 1
             _log.warn(

@@ -1,22 +1,32 @@
 """
 ``txheartbeat demo``: a narrated run of every promise on loopback, in one process.
+
+First a heartbeat story (dead peer, reconnect, queued message), then a
+session resume: a stream dropped mid-flight carries on, nothing lost or
+delivered twice.
 """
 
 from __future__ import annotations
 
 from typing import Any, List, Optional, TextIO
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from ._client import connect
 from ._errors import HeartbeatTimeout
 from ._handler import HeartbeatHandler
+from ._resume import ServerSession
 from ._server import HeartbeatServerFactory, HeartbeatServerProtocol
 
 PING = 0.5
 PONG = 0.5
+#: the resume story: numbers streamed, how many per reactor turn, and how many are sent before TCP drops
+TOTAL = 100
+BATCH = 4
+DROP_AT = 40
 
 
 class _Server(HeartbeatServerProtocol):
@@ -34,11 +44,11 @@ class _Server(HeartbeatServerProtocol):
 
 
 class _Narrator(HeartbeatHandler):
-    def __init__(self, reactor: Any, out: TextIO) -> None:
+    def __init__(self, reactor: Any, out: TextIO, start: Optional[float] = None) -> None:
         super().__init__()
         self.reactor = reactor
         self.out = out
-        self.start = reactor.seconds()
+        self.start = reactor.seconds() if start is None else start
         self.detection: Optional[float] = None
         self.lastInbound = 0.0
         self.echoes: List[bytes] = []
@@ -151,6 +161,161 @@ async def demo(reactor: Any, out: TextIO) -> None:
         and b"echo: queued while the server was down" in h.echoes
         and not unsent
     )
+    resumed = await _resumeStory(reactor, out, h.start)
+    ok = ok and resumed
     h.say("all promises kept" if ok else "SOMETHING WENT WRONG")
     if not ok:
         raise SystemExit(1)
+
+
+# The resume story -----------------------------------------------------------------
+
+
+class _SessionServer(HeartbeatServerProtocol):
+    factory: _SessionFactory
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.sendMessage(payload, isBinary)  # in a session: numbered, kept until acknowledged, replayed
+        self.factory.echoed += 1
+
+
+class _SessionFactory(HeartbeatServerFactory):
+    protocol = _SessionServer
+    narrator: _Narrator
+    echoed = 0
+    replayed = 0
+
+    def onSessionCreated(self, session: ServerSession) -> None:
+        self.narrator.say(f"server: session {session.id} created")
+
+    def onSessionResumed(self, session: ServerSession) -> None:
+        # Right after a resume, what the client has not acknowledged is what was just sent again.
+        self.replayed += len(session.unacked)
+        self.narrator.say(f"server: session {session.id} resumed: {len(session.unacked)} echo(es) replayed")
+
+    def onSessionExpired(self, session: ServerSession) -> None:
+        self.narrator.say(f"server: session {session.id} EXPIRED")
+
+    def onSessionClosed(self, session: ServerSession) -> None:
+        self.narrator.say(f"server: session {session.id} closed by the client")
+        self.narrator._done("onSessionClosed")
+
+
+class _Streamer(_Narrator):
+    """
+    Streams the numbers 1..TOTAL, BATCH of them every reactor turn, and drops
+    TCP at both ends once DROP_AT are sent and echoes are on their way back.
+    """
+
+    def __init__(self, reactor: Any, out: TextIO, start: float, server: _SessionFactory) -> None:
+        super().__init__(reactor, out, start)
+        self.server = server
+        self.sent = 0
+        self.numbers: List[int] = []
+        self.dropped = False
+        self._replayed = 0  # stats.replayed at the last open
+        self._tick: Optional[IDelayedCall] = None
+
+    def stream(self) -> None:
+        """Send the next batch at the next reactor turn (which schedules the one after), until all are sent."""
+        if self._tick is None and self.sent < TOTAL:
+            self._tick = self.reactor.callLater(0, self._send)
+
+    def _send(self) -> None:
+        self._tick = None
+        if not self.isOpen:
+            return  # carried on by onOpen
+        for _ in range(min(BATCH, TOTAL - self.sent)):
+            self.sent += 1
+            self.send(str(self.sent))
+        # Here, at the start of a turn, the server's echoes of what it read in
+        # the last one have not reached onMessage yet, and what was just sent
+        # is still in the client's write buffer: an abort loses both ways.
+        if not self.dropped and self.sent >= DROP_AT and self.server.echoed > len(self.numbers):
+            self.drop()
+            return
+        self.stream()
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.say(
+            f"network: dropped mid-stream with {len(self.unacked)} unacknowledged ({self.sent} sent, "
+            f"{self.server.echoed} echoed, {len(self.numbers)} echoes received); TCP aborted at both ends"
+        )
+        for connection in list(self.server.clients):
+            connection.transport.abortConnection()
+        assert self.protocol is not None
+        self.protocol.transport.abortConnection()
+
+    def onOpen(self) -> None:
+        super().onOpen()
+        replayed, self._replayed = self.stats.replayed - self._replayed, self.stats.replayed
+        if self.resumed:
+            self.say(f"client: resumed: {replayed} replayed (what the server had not received, sent again first)")
+            self.stream()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.numbers.append(int(payload))
+        if len(self.numbers) == TOTAL:
+            self._done("complete")
+
+
+async def _within(reactor: Any, d: Deferred[None], seconds: float) -> bool:
+    """Whether ``d`` fires within ``seconds`` (a lost message must not hang the demo)."""
+    try:
+        await d.addTimeout(seconds, reactor)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _resumeStory(reactor: Any, out: TextIO, start: float) -> bool:
+    """Stream through a drop with ``resume`` on both ends; whether nothing was lost or duplicated."""
+    server = _SessionFactory(pingInterval=None, resume=True, resumeWindow=5.0, reactor=reactor)
+    port = reactor.listenTCP(0, server, interface="127.0.0.1")
+    url = f"ws://127.0.0.1:{port.getHost().port}/"
+    h = server.narrator = _Streamer(reactor, out, start, server)
+    h.say(f"server: listening on {url} with resumable sessions (kept 5 s after a drop); a new client, resume=True")
+    opened = h.next("onOpen")
+    connect(url, h, reactor=reactor, pingInterval=PING, pongTimeout=PONG, resume=True, initialDelay=0.2, jitter=0)
+    await opened
+    h.say(f"client: streaming the numbers 1..{TOTAL}, {BATCH} every reactor turn")
+    complete = h.next("complete")
+    h.stream()
+    if not await _within(reactor, complete, 5.0):
+        h.say(f"client: the stream STALLED after {len(h.numbers)} echoes")
+    numbers = h.numbers
+    exact = numbers == list(range(1, TOTAL + 1))
+    if exact:
+        h.say(f"client: all {TOTAL} numbers echoed exactly once, in order")
+    else:
+        missing = sorted(set(range(1, TOTAL + 1)) - set(numbers))
+        twice = sorted({n for n in numbers if numbers.count(n) > 1})
+        h.say(f"client: echoes WRONG: missing {missing}, duplicated {twice}, in order: {numbers == sorted(numbers)}")
+    h.say("client: close()")
+    closed = h.next("onClose")
+    sessionClosed = h.next("onSessionClosed")
+    wasOpen = h.isOpen
+    unsent = h.close()
+    if wasOpen:
+        await closed
+    ended = wasOpen and await _within(reactor, sessionClosed, 2.0)
+    await h.whenClosed()
+    await port.stopListening()
+    s = h.stats
+    h.say(
+        f"summary: {s.opens} opens, {s.resumes} resumed, {s.replayed} replayed by the client and "
+        f"{server.replayed} by the server, {s.sessionsLost} sessions lost, {server.expiredSessions} expired"
+    )
+    return (
+        exact
+        and ended
+        and h.dropped
+        and s.resumes == 1
+        and s.replayed > 0
+        and server.replayed > 0
+        and s.sessionsLost == 0
+        and server.resumedSessions == 1
+        and server.expiredSessions == 0
+        and not unsent
+    )

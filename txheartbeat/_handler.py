@@ -65,7 +65,9 @@ class HeartbeatStats:
     latency: Optional[float] = None
     #: with ``resume``: opens that carried on the session
     resumes: int = 0
-    #: with ``resume``: messages sent again after a resume
+    #: with ``resume``: messages sent a second time after a resume (lost with a
+    #: connection); messages sent between connections go out for the first
+    #: time at the resume and are not counted
     replayed: int = 0
     #: with ``resume``: sessions that could not be recovered (``onSessionLost``)
     sessionsLost: int = 0

@@ -248,6 +248,7 @@ class HeartbeatMixin:
         except BaseException:
             stream.unnumber()
             raise
+        stream.written = stream.sent
 
     def sendUnlimited(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
         """

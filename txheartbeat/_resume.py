@@ -157,6 +157,8 @@ class SessionStream:
         "maxMessages",
         "maxBytes",
         "ended",
+        "written",
+        "resent",
     )
 
     def __init__(self, maxMessages: int, maxBytes: int) -> None:
@@ -171,6 +173,10 @@ class SessionStream:
         self.maxBytes = maxBytes
         #: the session is over: nothing more can be numbered
         self.ended = False
+        #: how many of the numbered messages were written to a connection at least once
+        self.written = 0
+        #: how many messages the last :meth:`replay` sent a second time (the rest of it went out for the first time)
+        self.resent = 0
 
     @property
     def bufferedBytes(self) -> int:
@@ -226,6 +232,8 @@ class SessionStream:
         if peerReceived < self.acked:
             raise ValueError(f"the peer says it received {peerReceived} messages; it had acknowledged {self.acked}")
         self.acknowledge(peerReceived)
+        self.resent = max(0, self.written - peerReceived)
+        self.written = self.sent
         return list(self._buffer or ())
 
     def delivered(self, size: int) -> bool:
@@ -415,6 +423,8 @@ class ServerSessions:
         self.maxMessages = maxMessages
         self.maxBytes = maxBytes
         self.store: ISessionStore = store if store is not None else MemorySessionStore()
+        #: the server is not listening (see :meth:`stop`)
+        self.stopped = False
 
     def offer(self, request: Optional[str]) -> Tuple[ServerSession, bool, str]:
         """
@@ -458,7 +468,9 @@ class ServerSessions:
         if resumed:
             session.resumes += 1
             factory.resumedSessions += 1
-            _log.info("txheartbeat: session {id} resumed ({n} message(s) replayed)", id=session.id, n=replayed)
+            _log.info(
+                "txheartbeat: session {id} resumed ({n} unacknowledged message(s) sent)", id=session.id, n=replayed
+            )
             factory._sessionEvent("onSessionResumed", session)
             return
         factory.createdSessions += 1
@@ -468,11 +480,17 @@ class ServerSessions:
         factory._sessionEvent("onSessionCreated", session)
 
     def detach(self, protocol: HeartbeatServerProtocol, session: ServerSession, final: bool) -> None:
-        """The connection ended: end the session (``final``: the client closed it) or keep it for the window."""
-        if session.protocol is not protocol:
+        """
+        The connection ended: end the session (``final``: the client closed
+        it) or keep it for the window (not once the server stopped listening:
+        it expires at once).
+        """
+        if session.protocol is not protocol or session.ended:
             return
         session.protocol = None
-        if final:
+        if self.stopped and not final:
+            self._expired(session)
+        elif final:
             self.end(session)
             self.factory.closedSessions += 1
             _log.info("txheartbeat: session {id} closed by the client", id=session.id)
@@ -502,10 +520,13 @@ class ServerSessions:
         )
         self.factory._sessionEvent("onSessionExpired", session)
 
-    def expireAll(self) -> None:
-        """End every session now (the server is going away): each gets ``onSessionExpired``."""
+    def stop(self) -> None:
+        """
+        The server stopped listening: sessions waiting for their client
+        expire now (no client can come back); the ones still on an open
+        connection carry on until it ends, then expire at once.
+        """
+        self.stopped = True
         for session in list(self.store):
             if session.protocol is None:
                 self._expired(session)
-            else:
-                self.end(session)

@@ -427,10 +427,20 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         except Exception:
             _log.failure("txheartbeat: {hook} raised", hook=hook)
 
-    def stopFactory(self) -> None:
-        """The server stopped listening: its sessions end (each detached one gets ``onSessionExpired``)."""
+    def startFactory(self) -> None:
+        """The server listens (again): sessions are kept for ``resumeWindow`` after a drop."""
         if self._sessions is not None:
-            self._sessions.expireAll()
+            self._sessions.stopped = False
+        super().startFactory()
+
+    def stopFactory(self) -> None:
+        """
+        The server stopped listening: sessions waiting for their client expire
+        now (``onSessionExpired``); those on open connections expire when the
+        connection ends.
+        """
+        if self._sessions is not None:
+            self._sessions.stop()
         super().stopFactory()
 
     def restart(self, window: float = 5.0, reason: str = "service restart") -> Deferred[None]:
