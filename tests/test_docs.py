@@ -25,7 +25,8 @@ def publicNames():
             yield f"{module.__name__}.{name}", obj
             if inspect.isclass(obj):
                 for attr, value in vars(obj).items():
-                    if attr.startswith("_") or not (callable(value) or isinstance(value, property)):
+                    # (functions and properties: option values some classes hold are not API)
+                    if attr.startswith("_") or not (inspect.isfunction(value) or isinstance(value, property)):
                         continue
                     yield f"{module.__name__}.{name}.{attr}", value
 

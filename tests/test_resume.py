@@ -498,7 +498,7 @@ def test_token_is_random_long_and_never_logged(reactor, handler, server, client)
     assert token not in text
     assert session.id in text  # the public id is what is logged
     other = SessionServer(reactor)
-    assert other._sessions.offer(None)[0]._token != token
+    assert other._sessions.offer(parseHeader("1"))[0]._token != token
     finish(reactor, handler, server)
 
 
@@ -650,4 +650,29 @@ def test_a_raising_on_message_still_counts_the_message(reactor, handler, client)
     link.reset()
     reconnect(reactor, server)
     assert server.got == [b"once"]
+    finish(reactor, handler, server)
+
+
+def test_a_message_the_client_refuses_ends_the_session(reactor, handler):
+    """A server message the client refuses (too big) is not replayed forever: the session ends, both sides are told."""
+    server = SessionServer(reactor)
+    factory = HeartbeatClientFactory(
+        URL, handler, reactor=reactor, resume=True, jitter=0.0, pingInterval=None, maxMessagePayloadSize=1000
+    )
+    factory.connect()
+    reactor.accept(server)
+    session = serverSession(server)
+    session.send("x" * 2000)
+    session.send("small")
+    reactor.flush()
+    errors = [e[2] for e in handler.events if e[1] == "onError"]
+    assert isinstance(errors[0], ProtocolError) and errors[0].code == 1009
+    reconnect(reactor, server)
+    (new,) = [s for s in server.sessionStore if s is not session]
+    assert new.resumeRefused is False  # the client asked for a new session, not a resume
+    handler.send("after")
+    reactor.flush()
+    assert server.got == [b"after"]
+    reactor.advance(61)  # the old session, never resumed, expires with what the client refused
+    assert ("expired", session.id, ["x" * 2000, "small"]) in server.events
     finish(reactor, handler, server)

@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._backoff import RetryPolicy, exponentialBackoff
-from ._errors import ConnectionClosed, GaveUp, HandshakeError, NotConnected, OpenTimeout, TLSRequired
+from ._errors import ConnectionClosed, GaveUp, HandshakeError, NotConnected, OpenTimeout, ProtocolError, TLSRequired
 from ._handler import HeartbeatHandler, Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
 from ._lifecycle import ATTEMPTING, FINAL, TRANSITIONS, Event, State
@@ -46,8 +46,9 @@ from ._protocol import (
     autobahnOptions,
     redactURL,
 )
-from ._resume import RESUME_HEADER, ClientResume, checkReplayBounds
+from ._resume import REFUSED_CODES, RESUME_HEADER, ClientResume, checkReplayBounds
 from ._retry import ReconnectPolicy, RetryContext, shouldRetryByDefault
+from ._share import SharedValues
 
 _log = Logger(namespace="txheartbeat")
 
@@ -80,6 +81,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     factory: HeartbeatClientFactory
     #: whether a subclass overrides ``onMessage`` (checked once per class, not per message)
     _forwardMessages = False
+    HANDSHAKE_ONLY = ("http_headers", "http_request_data", "http_response_data", "http_status_line", "websocket_key")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -119,7 +121,8 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         # logs it at debug level ("sent HTTP request"; as hex with logOctets),
         # the Authorization header made from URL user info included.  Redact
         # until open, and dump no octets until then.
-        HandshakeLog.install(self, getattr(self, "logOctets", factory.logOctets))
+        self.shareOptions()  # (before anything reads an option: the factory's, not the class's, must win)
+        HandshakeLog.install(self, self.logOctets)  # type: ignore[attr-defined]
         if factory._resume is not None:
             factory.headers[RESUME_HEADER] = factory._resume.offer()
         super().connectionMade()
@@ -152,6 +155,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         self.startHeartbeat(factory.pingInterval, factory.pongTimeout, message)
         factory._protocolOpened(self)
         super()._onOpen()
+        self.compactAfterOpen()
 
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
         stream = self._stream
@@ -168,6 +172,9 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     def _onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()
         self.closeInfo = (wasClean, code, reason)
+        # Gone: a late sendMessage() on it must not take a number of the session
+        # (it raises Disconnected, as without resume); handler.send() goes on.
+        self.useSession(None)
         super()._onClose(wasClean, code, reason)
 
     def failHandshake(self, reason: str) -> None:
@@ -230,6 +237,17 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         counts = self.factory.handler._counts
         counts.messagesSent += 1
         counts.bytesSent += len(payload)
+
+
+HeartbeatClientProtocol.sharedOptions = SharedValues(HeartbeatClientProtocol, WebSocketClientProtocol.CONFIG_ATTRS)
+
+
+def _refusedMessage(protocol: HeartbeatClientProtocol) -> bool:
+    """Whether the connection ended because one side refused a message of the other."""
+    error = protocol.failure.value if protocol.failure is not None else None
+    if isinstance(error, ProtocolError):
+        return error.code in REFUSED_CODES
+    return protocol.closeInfo[1] in REFUSED_CODES
 
 
 def _retryAfter(headers: Optional[Mapping[str, str]]) -> Optional[float]:
@@ -621,8 +639,6 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
                 _log.warn(
                     "txheartbeat: {n} queued message(s) dropped at close ({url})", n=len(dropped), url=self.safeURL
                 )
-        if self.state in FINAL:
-            self._sessionEnded()  # (closing from open: decided when the close handshake ends)
 
     # ReconnectingClientFactory ------------------------------------------------
 
@@ -789,6 +805,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         outcome = protocol.resumeOutcome
         if outcome is not None:
             self._sessionOpened(protocol, *outcome)
+            if self.state != State.OPEN:  # closed from onSessionLost: no onOpen; the close fails the waiters
+                self._openWaiters[:0] = waiters
+                return
         handler._fire("onOpen")
         if handler.protocol is protocol:
             handler._flush(protocol)
@@ -824,10 +843,12 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         """The client stops for good: the session ends; return what the server never acknowledged."""
         return self._resume.end() if self._resume is not None else []
 
-    def _sessionEnded(self, clean: bool = False) -> None:
-        """Tell the handler what a session that ended without a clean close leaves unacknowledged."""
-        lost = self._endSession()
-        if lost and not clean:
+    def _sessionEnded(self) -> None:
+        """The session ends without a clean close: tell the handler what it leaves unacknowledged."""
+        self._reportLost(self._endSession())
+
+    def _reportLost(self, lost: List[Message]) -> None:
+        if lost:
             self.handler._counts.sessionsLost += 1
             _log.warn("txheartbeat: session ended; {n} message(s) never acknowledged", n=len(lost))
             self.handler._fire("onSessionLost", lost)
@@ -837,6 +858,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         if self.reactor.seconds() - self._openedAt >= self.minUptime:
             self.resetDelay()
         self._inHooks(self._reportClose, protocol)
+        if self.state == State.DISCONNECTED and self._resume is not None and _refusedMessage(protocol):
+            # Replaying the message one side refused would only fail again, at every resume.
+            self._inHooks(self._sessionEnded)
         if self.state == State.DISCONNECTED:
             self._decide(protocol.failure or Failure(ConnectionClosed(*protocol.closeInfo[1:], protocol.closeInfo[0])))
 
@@ -953,10 +977,13 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
     def _closedLost(self, protocol: HeartbeatClientProtocol) -> None:
         waiters = self._takeWaiters()
+        # Ended before the hooks run: one that connects again starts a new session.
+        # A clean close handshake delivered everything sent before it.
+        lost = self._endSession()
         if protocol.opened:
             self._reportClose(protocol)
-        # A clean close handshake delivered everything sent before it.
-        self._sessionEnded(clean=protocol.opened and protocol.closeInfo[0])
+        if not (protocol.opened and protocol.closeInfo[0]):
+            self._reportLost(lost)
         self._fireWaiters(waiters, None)
 
     def _cancelAttemptAndFinish(self, *args: Any) -> None:
@@ -965,6 +992,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
     def _finish(self, *args: Any) -> None:
         waiters = self._takeWaiters()
+        self._sessionEnded()  # (handler.close() took it already; a cancel or stopTrying did not)
         if self._parked is not None:
             self._parked.append(waiters)  # closed from a loss's hook: fire after the rest of its hooks
         else:

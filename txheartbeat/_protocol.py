@@ -24,6 +24,7 @@ from ._errors import HeartbeatTimeout, NotConnected, ProtocolError, SendQueueFul
 from ._handler import encodeMessage
 from ._heartbeat import Heartbeat, checkByteCount
 from ._resume import SessionStream, ackPayload, parseAck, parsePingAck, pingPayload
+from ._share import SharedValues, compact
 from ._tcpinfo import Progress, outboundProgress, userBacklog
 
 PingMessage = Union[None, str, bytes, Callable[[], Union[str, bytes]]]
@@ -156,6 +157,48 @@ class HandshakeLog:
         return emit
 
 
+#: Connection state Autobahn sets on every protocol instance and changes only
+#: when something rare happens (a close, a limit, a timeout): class-level
+#: values here, so that an open connection holds none of them itself.
+STATE_DEFAULTS: Dict[str, Any] = {
+    name: False
+    for name in (
+        "wasClean",
+        "closedByMe",
+        "failedByMe",
+        "droppedByMe",
+        "wasMaxFramePayloadSizeExceeded",
+        "wasMaxMessagePayloadSizeExceeded",
+        "wasServerConnectionDropTimeout",
+        "wasOpenHandshakeTimeout",
+        "wasCloseHandshakeTimeout",
+        "wasServingFlashSocketPolicyFile",
+        "triggered",
+    )
+}
+STATE_DEFAULTS.update(
+    (name, None)
+    for name in (
+        "wasNotCleanReason",
+        "localCloseCode",
+        "localCloseReason",
+        "remoteCloseCode",
+        "remoteCloseReason",
+        "openHandshakeTimeoutCall",
+        "closeHandshakeTimeoutCall",
+        "serverConnectionDropTimeoutCall",
+        "autoPingPending",
+        "autoPingPendingCall",
+        "autoPingPendingSent",
+        "autoPingTimeoutCall",
+        "trackedTimings",
+        "_perMessageCompress",
+        "websocket_protocol_in_use",
+    )
+)
+STATE_DEFAULTS["autoPingPendingSeq"] = 0
+
+
 class HeartbeatMixin:
     """
     Mixed into an Autobahn protocol (before it in the bases).
@@ -186,6 +229,35 @@ class HeartbeatMixin:
     transport: Any
     wasClean: bool
     wasNotCleanReason: Optional[str]
+    factory: Any
+    #: the factory options shared through the class (set by the client and server protocol classes)
+    sharedOptions: SharedValues
+    #: attributes Autobahn keeps after the opening handshake and never reads again
+    HANDSHAKE_ONLY: Tuple[str, ...] = ()
+
+    def shareOptions(self) -> None:
+        """
+        Before Autobahn copies the factory's options into this connection (it
+        copies only what the instance lacks): hold only the ones that differ
+        from the class-level values.
+        """
+        shared = self.sharedOptions
+        shared.capture(self.factory)
+        mine = self.__dict__
+        for name, value in shared.differing(self.factory, type(self)):
+            mine[name] = value
+
+    def compactAfterOpen(self) -> None:
+        """
+        The connection is open: drop what Autobahn keeps of the handshake
+        (read the request in ``onConnect``, or in ``onOpen`` at the latest),
+        and the state and options that have their class-level values.
+        """
+        drop = self.HANDSHAKE_ONLY + tuple(self.sharedOptions.shared(self))
+        mine = self.__dict__
+        # (no extension negotiated, no Origin sent: the class's empty values do)
+        empty = tuple(name for name in ("websocket_extensions_in_use", "websocket_origin") if not mine.get(name, 1))
+        compact(self, drop + empty, STATE_DEFAULTS)
 
     @property
     def bufferedAmount(self) -> int:
@@ -484,3 +556,7 @@ class HeartbeatMixin:
         self._closeCall = None
         self.wasNotCleanReason = "closing handshake timeout (peer did not finish closing in time)"
         self.abort()
+
+
+for _name, _value in {**STATE_DEFAULTS, "websocket_extensions_in_use": (), "websocket_origin": ""}.items():
+    setattr(HeartbeatMixin, _name, _value)

@@ -47,6 +47,10 @@ _VERSION = "1"
 ACK_EVERY = 32
 #: ...or this many bytes, whichever comes first
 ACK_BYTES = 32 * 1024
+#: close codes that say one side refused a message of the other (unsupported,
+#: invalid, too big): replaying it would fail again at every resume, so the
+#: session ends instead
+REFUSED_CODES = frozenset({1003, 1007, 1009})
 #: replay buffers may not be smaller than this (a peer acknowledges every ACK_BYTES)
 MIN_REPLAY_BYTES = 2 * ACK_BYTES
 _ACK_PREFIX = b"ack:"
@@ -426,20 +430,19 @@ class ServerSessions:
         #: the server is not listening (see :meth:`stop`)
         self.stopped = False
 
-    def offer(self, request: Optional[str]) -> Tuple[ServerSession, bool, str]:
+    def offer(self, offer: Offer) -> Tuple[ServerSession, bool, str]:
         """
-        Answer a client's request header: ``(session, resumed, response
-        header)``.  Nothing changes until :meth:`attach`.
+        Answer a client's parsed request header: ``(session, resumed,
+        response header)``.  Nothing changes until :meth:`attach`.
         """
-        offer = parseHeader(request)
-        if offer is not None and offer.token is not None:
+        if offer.token is not None:
             session = self.store.get(tokenKey(offer.token))
             if session is not None and not session.ended and offer.received <= session.stream.sent:
                 if offer.received >= session.stream.acked:
                     return session, True, formatHeader(session._token, session.stream.received, True)
         token = newToken()
         session = ServerSession(token, SessionStream(self.maxMessages, self.maxBytes))
-        session.resumeRefused = offer is not None and offer.token is not None
+        session.resumeRefused = offer.token is not None
         return session, False, formatHeader(token, 0, False)
 
     def attach(
@@ -479,24 +482,41 @@ class ServerSessions:
             _log.info("txheartbeat: resume refused (unknown or expired session); new session {id}", id=session.id)
         factory._sessionEvent("onSessionCreated", session)
 
-    def detach(self, protocol: HeartbeatServerProtocol, session: ServerSession, final: bool) -> None:
+    def detach(self, protocol: HeartbeatServerProtocol, session: ServerSession) -> None:
         """
-        The connection ended: end the session (``final``: the client closed
-        it) or keep it for the window (not once the server stopped listening:
-        it expires at once).
+        The connection ended: keep the session for the window (not once the
+        server stopped listening: it expires at once).
         """
-        if session.protocol is not protocol or session.ended:
+        if session.protocol is not protocol:
             return
         session.protocol = None
-        if self.stopped and not final:
+        if session.ended:
+            return
+        if self.stopped:
             self._expired(session)
-        elif final:
-            self.end(session)
-            self.factory.closedSessions += 1
-            _log.info("txheartbeat: session {id} closed by the client", id=session.id)
-            self.factory._sessionEvent("onSessionClosed", session)
-        elif not session.ended:
+        else:
             session._expiry = self.factory.reactor.callLater(self.window, self._expire, session)
+
+    def refused(self, protocol: HeartbeatServerProtocol, session: ServerSession, code: int) -> None:
+        """``protocol`` was failed because the client sent a message refused with ``code``: the session ends now."""
+        if session.protocol is protocol:
+            session.protocol = None
+        if not session.ended:
+            _log.info(
+                "txheartbeat: session {id} ends: the client sent a message refused with {code}",
+                id=session.id,
+                code=code,
+            )
+            self._expired(session)
+
+    def close(self, session: ServerSession) -> None:
+        """The client ended ``session`` for good (its close frame)."""
+        if session.ended:
+            return
+        self.end(session)
+        self.factory.closedSessions += 1
+        _log.info("txheartbeat: session {id} closed by the client", id=session.id)
+        self.factory._sessionEvent("onSessionClosed", session)
 
     def end(self, session: ServerSession) -> None:
         """Forget ``session``: it can no longer be resumed."""

@@ -17,10 +17,20 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._errors import ProtocolError
 from ._handler import Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
 from ._protocol import AUTOPING_OPTIONS, ExactTimer, HandshakeLog, HeartbeatMixin, autobahnOptions
-from ._resume import RESUME_HEADER, ISessionStore, ServerSession, ServerSessions, checkReplayBounds, parseHeader
+from ._resume import (
+    REFUSED_CODES,
+    RESUME_HEADER,
+    ISessionStore,
+    ServerSession,
+    ServerSessions,
+    checkReplayBounds,
+    parseHeader,
+)
+from ._share import SharedValues
 
 _log = Logger(namespace="txheartbeat")
 
@@ -77,6 +87,18 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
     #: a newer connection of the same session took over: nothing from this one counts
     superseded = False
     _offer: Optional[Tuple[ServerSession, bool, int]] = None
+    HANDSHAKE_ONLY = (
+        "http_headers",
+        "http_request_data",
+        "http_response_data",
+        "http_status_line",
+        "http_request_uri",
+        "http_request_params",
+        "http_request_host",
+        "_wskey",
+        "websocket_protocols",
+        "websocket_extensions",
+    )
 
     def connectionMade(self) -> None:
         """Set the clock, the write-buffer limit, and redact the handshake from logs until open."""
@@ -84,6 +106,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         if self.factory.closeTimeout != self.closeTimeout:  # (the class default: no __dict__ entry)
             self.closeTimeout = self.factory.closeTimeout
         self.limitBuffered(self.factory.maxBuffered)
+        self.shareOptions()
         super().connectionMade()
         # At debug level Autobahn logs the client's request three times over
         # (raw, as a header dict, in the default onConnect), and with
@@ -110,16 +133,17 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
 
     def succeedHandshake(self, res: Any) -> None:
         """With ``resume``: answer the client's ``Txheartbeat-Resume`` header, then complete the upgrade."""
+        if self.state == WebSocketProtocol.STATE_CLOSED:
+            return  # an onConnect Deferred that fired after the client left: nothing to open
         sessions = self.factory._sessions
-        request = self.http_headers.get(RESUME_HEADER.lower())
-        if sessions is None or request is None:
-            super().succeedHandshake(res)
+        offer = parseHeader(self.http_headers.get(RESUME_HEADER.lower()))
+        if sessions is None or offer is None:
+            super().succeedHandshake(res)  # a plain client (or a resume version we do not speak)
             return
         # Answered from the counts as they are now; the session is attached at
         # open, in the same reactor turn, so nothing can change in between.
-        session, resumed, answer = sessions.offer(request)
-        offer = parseHeader(request)
-        self._offer = (session, resumed, offer.received if offer is not None else 0)
+        session, resumed, answer = sessions.offer(offer)
+        self._offer = (session, resumed, offer.received)
         # onConnect's result: None, a subprotocol, or (subprotocol, headers)
         subprotocol, headers = res, {}
         if isinstance(res, tuple):
@@ -139,6 +163,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
             self._attachSession(*offer)
         self.startHeartbeat(factory.pingInterval, factory.pongTimeout)
         super()._onOpen()
+        self.compactAfterOpen()
 
     def _attachSession(self, session: ServerSession, resumed: bool, clientReceived: int) -> None:
         sessions = self.factory._sessions
@@ -167,6 +192,15 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         # Autobahn still delivers messages once a close has begun (STATE_CLOSING),
         # where sendMessage raises Disconnected: such a heartbeat needs no answer.
 
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> Optional[bool]:
+        """A close frame: one the client begins with 1000, 1001 or an application code ends its session now."""
+        session = self.session
+        if session is not None and not self.closedByMe and (code in (1000, 1001) or (code or 0) >= 3000):
+            sessions = self.factory._sessions
+            if sessions is not None:
+                sessions.close(session)  # nothing sent from here on could ever be delivered
+        return super().onCloseFrame(code, reasonRaw)
+
     def _onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()
         self.failDrainWaiters()
@@ -175,11 +209,16 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
             self._leaveCall = None
         self.factory.clients.discard(self)
         session = self.session
-        if session is not None and self.factory._sessions is not None:
-            # Only the client ends a session, with a close handshake it began
-            # (handler.close(): 1000 or an application code; a browser's 1001).
-            final = wasClean and not self.closedByMe and (code in (1000, 1001) or (code or 0) >= 3000)
-            self.factory._sessions.detach(self, session, final)
+        sessions = self.factory._sessions
+        if session is not None and sessions is not None:
+            error = self.failure.value if self.failure is not None else None
+            if isinstance(error, ProtocolError) and error.code in REFUSED_CODES:
+                sessions.refused(self, session, error.code)
+            else:
+                sessions.detach(self, session)  # kept for the window, unless the client ended it (onCloseFrame)
+        # Gone: a late sendMessage() must not take a number of the session (it
+        # raises Disconnected, as without resume); self.session.send() goes on.
+        self.useSession(None)
         super()._onClose(wasClean, code, reason)
 
     def heartbeatSent(self) -> None:
@@ -492,3 +531,6 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         if self._reply is not None:
             return self._reply
         return encodeMessage(self.heartbeatReply(payload, isBinary))  # type: ignore[operator]
+
+
+HeartbeatServerProtocol.sharedOptions = SharedValues(HeartbeatServerProtocol, WebSocketServerProtocol.CONFIG_ATTRS)
