@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -48,7 +48,7 @@ from ._protocol import (
 )
 from ._resume import REFUSED_CODES, RESUME_HEADER, ClientResume, checkReplayBounds
 from ._retry import ReconnectPolicy, RetryContext, shouldRetryByDefault
-from ._share import SharedValues
+from ._share import SharedValues, compact
 
 _log = Logger(namespace="txheartbeat")
 
@@ -102,7 +102,6 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
     def connectionMade(self) -> None:
         """Refuse ``wss://`` without TLS, send the opening handshake (redacted in logs)."""
         factory = self.factory
-        self.clock = factory.reactor
         if factory.closeTimeout != self.closeTimeout:  # (the class default: no __dict__ entry)
             self.closeTimeout = factory.closeTimeout
         self.limitBuffered(factory.maxBuffered)
@@ -240,6 +239,7 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
 
 
 HeartbeatClientProtocol.sharedOptions = SharedValues(HeartbeatClientProtocol, WebSocketClientProtocol.CONFIG_ATTRS)
+_AUTOBAHN_DEFAULT_ACCEPT = "WebSocketClientFactory.resetProtocolOptions.<locals>"
 
 
 def _refusedMessage(protocol: HeartbeatClientProtocol) -> bool:
@@ -266,9 +266,35 @@ def _retryAfter(headers: Optional[Mapping[str, str]]) -> Optional[float]:
     return seconds if 0 < seconds < float("inf") else None
 
 
-def _discard(waiters: List[Any], d: Any) -> None:
+def _discard(waiters: Any, d: Any) -> None:
     if d in waiters:
         waiters.remove(d)
+
+
+def _acceptNoCompression(offers: Any) -> None:
+    """Autobahn's default ``perMessageCompressionAccept`` (a lambda per factory), shared."""
+    return None
+
+
+#: (initialDelay, maxDelay, factor, jitter, probeInterval, restartWindow) -> (backoff, policy): both are
+#: stateless, so clients built with the same settings share them (bounded: cleared when full)
+_POLICIES: Dict[Tuple[Any, ...], Tuple[RetryPolicy, ReconnectPolicy]] = {}
+
+
+def _defaultPolicy(
+    initialDelay: float, maxDelay: float, factor: float, jitter: float, probeInterval: Optional[float], window: float
+) -> Tuple[RetryPolicy, ReconnectPolicy]:
+    key = (initialDelay, maxDelay, factor, jitter, probeInterval, window)
+    found = _POLICIES.get(key)
+    if found is None:
+        if len(_POLICIES) >= 64:
+            _POLICIES.clear()
+        backoff = exponentialBackoff(initialDelay=initialDelay, maxDelay=maxDelay, factor=factor, jitter=jitter)
+        policy = ReconnectPolicy(
+            backoff, probeInterval=probeInterval, restartWindow=window, maxDelay=maxDelay, spread=bool(jitter)
+        )
+        found = _POLICIES[key] = (backoff, policy)
+    return found
 
 
 @implementer(IResolutionReceiver)
@@ -412,6 +438,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     _openedAt = 0.0
     _parked: Optional[List[Any]] = None  # waiters held while a loss's hooks run
     _resume: Optional[ClientResume] = None  # the session, with resume=True
+    # Deferreds waiting for the next open / the final close (lists once one waits)
+    _openWaiters: Sequence[Deferred[HeartbeatHandler]] = ()
+    _closeWaiters: Sequence[Deferred[None]] = ()
 
     def __init__(
         self,
@@ -466,13 +495,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             raise ValueError("shouldRetry must be a callable failure -> bool")
         self._policy: Optional[ReconnectPolicy] = None
         if retryPolicy is None:
-            retryPolicy = exponentialBackoff(initialDelay=initialDelay, maxDelay=maxDelay, factor=factor, jitter=jitter)
-            self._policy = ReconnectPolicy(
-                retryPolicy,
-                probeInterval=probeInterval,
-                restartWindow=restartWindow,
-                maxDelay=maxDelay,
-                spread=bool(jitter),
+            retryPolicy, self._policy = _defaultPolicy(
+                initialDelay, maxDelay, factor, jitter, probeInterval, restartWindow
             )
         elif not callable(retryPolicy):
             raise ValueError("retryPolicy must be a callable attempt -> seconds")
@@ -490,8 +514,10 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         WebSocketClientFactory.__init__(self, url, reactor=reactor, headers=headers, **factoryArgs)
         if reactor is None:
             reactor = self.reactor
-        self._batched_timer = ExactTimer(reactor)
+        self._batched_timer = ExactTimer.on(reactor)
         protocolOptions(self, openHandshakeTimeout=0, closeHandshakeTimeout=0, serverConnectionDropTimeout=0)
+        if getattr(self.perMessageCompressionAccept, "__qualname__", "").startswith(_AUTOBAHN_DEFAULT_ACCEPT):
+            self.perMessageCompressionAccept = _acceptNoCompression
         #: the endpoint attempts go through instead of the URL's host, or ``None``
         self.endpoint: Optional[IStreamClientEndpoint] = None
         if isinstance(endpoint, str):
@@ -527,8 +553,16 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
         #: a :class:`txheartbeat._lifecycle.State` (compares equal to its string value)
         self.state: State = State.IDLE
-        self._openWaiters: List[Deferred[HeartbeatHandler]] = []
-        self._closeWaiters: List[Deferred[None]] = []
+        # Values most clients share (Autobahn's options, ours, the URL of a fleet's
+        # server) live on the class; this client keeps only what differs.
+        _SHARED.capture(self)
+        compact(self, _SHARED.shared(self))
+
+    def _addWaiter(self, name: str, d: Deferred[Any]) -> None:
+        waiters = self.__dict__.get(name)
+        if not isinstance(waiters, list):  # (an empty tuple until the first waiter)
+            waiters = self.__dict__[name] = []
+        waiters.append(d)
 
     @staticmethod
     def _splitCredentials(url: str, headers: Optional[Mapping[str, str]]) -> Tuple[str, Dict[str, str]]:
@@ -588,7 +622,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             self._dropQueue()
 
         d: Deferred[HeartbeatHandler] = Deferred(cancel)
-        self._openWaiters.append(d)
+        self._addWaiter("_openWaiters", d)
         self._event(Event.START)
         return d
 
@@ -605,7 +639,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         if self.finished:
             d.errback(NotConnected(f"the client is {self.state}"))
         else:
-            self._openWaiters.append(d)
+            self._addWaiter("_openWaiters", d)
         return d
 
     def whenClosed(self) -> Deferred[None]:
@@ -614,7 +648,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         if self.finished:
             d.callback(None)
         else:
-            self._closeWaiters.append(d)
+            self._addWaiter("_closeWaiters", d)
         return d
 
     def close(self, code: int = 1000, reason: Optional[str] = None) -> None:
@@ -800,13 +834,13 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         handler = self.handler
         handler.protocol = protocol
         handler._counts.opens += 1
-        waiters, self._openWaiters = self._openWaiters, []
+        waiters, self._openWaiters = self._openWaiters, ()
         _log.info("txheartbeat: open to {url}", url=self.safeURL)
         outcome = protocol.resumeOutcome
         if outcome is not None:
             self._sessionOpened(protocol, *outcome)
             if self.state != State.OPEN:  # closed from onSessionLost: no onOpen; the close fails the waiters
-                self._openWaiters[:0] = waiters
+                self._openWaiters = [*waiters, *self._openWaiters]
                 return
         handler._fire("onOpen")
         if handler.protocol is protocol:
@@ -1135,7 +1169,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         """Take the waiters of the run that is ending, so a hook that starts a new run gets fresh lists."""
         self.continueTrying = 0
         waiters = (self._openWaiters, self._closeWaiters)
-        self._openWaiters, self._closeWaiters = [], []
+        self._openWaiters, self._closeWaiters = (), ()
         return waiters
 
     @staticmethod
@@ -1195,3 +1229,17 @@ def connect(
     """
     factory = HeartbeatClientFactory(url, handler, reactor=reactor, **options)
     return factory.connect(contextFactory)
+
+
+#: The client factory's attributes that most clients hold at the same value.
+_SHARED = SharedValues(
+    HeartbeatClientFactory,
+    (
+        *WebSocketClientProtocol.CONFIG_ATTRS,
+        *("pingInterval", "pongTimeout", "pingMessage", "initialDelay", "maxDelay", "factor", "jitter"),
+        *("maxRetries", "minUptime", "openTimeout", "closeTimeout", "sendQueueSize", "maxBuffered", "prepare"),
+        *("endpoint", "shouldRetry", "retryPolicy", "_policy", "contextFactory", "clock", "reactor"),
+        *("_batched_timer", "origin", "protocols", "useragent", "proxy", "isSecure", "host", "port", "path"),
+        *("resource", "params", "url", "safeURL", "_baseURL", "_baseHeaders"),
+    ),
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import re
 import struct
+import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 from urllib.parse import urlsplit, urlunsplit
 
@@ -68,8 +69,21 @@ def autobahnOptions(
 class ExactTimer:
     """Autobahn's batched-timer interface on the injected clock, without batching."""
 
+    _shared: weakref.WeakKeyDictionary[Any, ExactTimer] = weakref.WeakKeyDictionary()
+
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
+
+    @classmethod
+    def on(cls, clock: IReactorTime) -> ExactTimer:
+        """One per clock, shared by every factory on it (a client's factory is per connection)."""
+        try:
+            timer = cls._shared.get(clock)
+            if timer is None:
+                timer = cls._shared[clock] = cls(clock)
+        except TypeError:  # a clock that cannot be weakly referenced
+            timer = cls(clock)
+        return timer
 
     def call_later(self, delay: float, func: Callable[..., Any], *args: Any, **kwargs: Any) -> IDelayedCall:
         return self._clock.callLater(delay, func, *args, **kwargs)
@@ -197,6 +211,20 @@ STATE_DEFAULTS.update(
     )
 )
 STATE_DEFAULTS["autoPingPendingSeq"] = 0
+STATE_DEFAULTS["websocket_version"] = 13  # (RFC 6455: the only version anyone speaks)
+
+
+class _SendQueue(list):  # type: ignore[type-arg]
+    """
+    What Autobahn's ``send_queue`` needs (``append``, ``popleft``, ``len``),
+    at 56 bytes empty instead of a ``deque``'s 760: it holds anything only
+    for chopped or synchronous sends, and then a few chunks.
+    """
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
 
 
 class HeartbeatMixin:
@@ -207,16 +235,14 @@ class HeartbeatMixin:
     :meth:`heartbeatSent`, :meth:`heartbeatAnswered` and :meth:`peerDead`.
     """
 
-    clock: IReactorTime
     closeTimeout: float = 2.0
     heartbeat: Optional[Heartbeat] = None
     #: why this connection ended, when txheartbeat knows better than the transport
     failure: Optional[Failure] = None
     _closeCall: Optional[IDelayedCall] = None
     _pingMessage: PingMessage = None
-    _pingSeq = 0
-    _pingPayload: Optional[bytes] = None
-    _pingSentAt = 0.0
+    #: the last ping frame sent: (sequence number, payload awaiting its pong or None, when sent)
+    _ping: Tuple[int, Optional[bytes], float] = (0, None, 0.0)
     #: bytes the write buffer may hold before ``sendMessage`` raises :class:`SendQueueFull` (``None``: no limit)
     maxBuffered: Optional[int] = None
     _drainWaiters: Optional[List[Tuple[int, Deferred[None]]]] = None  # created on first use
@@ -234,6 +260,11 @@ class HeartbeatMixin:
     sharedOptions: SharedValues
     #: attributes Autobahn keeps after the opening handshake and never reads again
     HANDSHAKE_ONLY: Tuple[str, ...] = ()
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The factory's reactor: every timer of this connection runs on it."""
+        return self.factory.reactor  # type: ignore[no-any-return]
 
     def shareOptions(self) -> None:
         """
@@ -257,6 +288,9 @@ class HeartbeatMixin:
         mine = self.__dict__
         # (no extension negotiated, no Origin sent: the class's empty values do)
         empty = tuple(name for name in ("websocket_extensions_in_use", "websocket_origin") if not mine.get(name, 1))
+        queue = mine.get("send_queue")
+        if queue is not None and not queue and not isinstance(queue, _SendQueue):
+            mine["send_queue"] = _SendQueue()
         compact(self, drop + empty, STATE_DEFAULTS)
 
     @property
@@ -448,9 +482,10 @@ class HeartbeatMixin:
         self.heartbeat.start()
 
     def onPong(self, payload: bytes) -> None:
-        if self._pingPayload is not None and payload == self._pingPayload:
-            self._pingPayload = None
-            self.heartbeatAnswered(self.clock.seconds() - self._pingSentAt)
+        sequence, awaited, sentAt = self._ping
+        if awaited is not None and payload == awaited:
+            self._ping = (sequence, None, sentAt)
+            self.heartbeatAnswered(self.clock.seconds() - sentAt)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> Optional[bool]:
         result = super().onCloseFrame(code, reasonRaw)  # type: ignore[misc]
@@ -533,14 +568,12 @@ class HeartbeatMixin:
     def _sendHeartbeat(self) -> None:
         message = self._pingMessage
         if message is None:
-            self._pingSeq += 1
+            sequence = self._ping[0] + 1
             stream = self._stream
             # In a session the ping also acknowledges what was received.
-            self._pingPayload = (
-                struct.pack("!Q", self._pingSeq) if stream is None else pingPayload(self._pingSeq, stream.ackValue())
-            )
-            self._pingSentAt = self.clock.seconds()
-            self.sendPing(self._pingPayload)  # type: ignore[attr-defined]
+            payload = struct.pack("!Q", sequence) if stream is None else pingPayload(sequence, stream.ackValue())
+            self._ping = (sequence, payload, self.clock.seconds())
+            self.sendPing(payload)  # type: ignore[attr-defined]
         else:
             # The class's sendMessage: a heartbeat is never refused by maxBuffered.
             self.sendUnlimited(*encodeMessage(message() if callable(message) else message))

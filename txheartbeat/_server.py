@@ -102,7 +102,6 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
 
     def connectionMade(self) -> None:
         """Set the clock, the write-buffer limit, and redact the handshake from logs until open."""
-        self.clock = self.factory.reactor
         if self.factory.closeTimeout != self.closeTimeout:  # (the class default: no __dict__ entry)
             self.closeTimeout = self.factory.closeTimeout
         self.limitBuffered(self.factory.maxBuffered)

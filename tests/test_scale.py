@@ -1,0 +1,111 @@
+"""
+Per-connection memory: what txheartbeat drops from Autobahn's objects, and
+the guards that fail loudly if an Autobahn release renames what it relies on.
+"""
+
+import sys
+
+import pytest
+from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
+
+from txheartbeat import HeartbeatClientFactory, HeartbeatServerFactory, HeartbeatServerProtocol, ProtocolError
+from txheartbeat._protocol import STATE_DEFAULTS, HeartbeatMixin
+from txheartbeat._server import HeartbeatServerProtocol as ServerProtocol
+from txheartbeat.testing import MemoryReactor, RecordingHandler
+
+from .conftest import URL
+
+
+def opened(monkeypatch, **clientOptions):
+    """Open one client/server pair in memory; return (link, the server's and the client's __dict__ keys before compaction)."""
+    seen = {}
+    original = HeartbeatMixin.compactAfterOpen
+
+    def spy(self):
+        seen[type(self).__mro__[1] if type(self) is not ServerProtocol else ServerProtocol] = set(self.__dict__)
+        seen[isinstance(self, WebSocketServerProtocol)] = set(self.__dict__)
+        original(self)
+
+    monkeypatch.setattr(HeartbeatMixin, "compactAfterOpen", spy)
+    reactor = MemoryReactor()
+    server = HeartbeatServerFactory(URL, pingInterval=None, reactor=reactor)
+    handler = RecordingHandler(reactor)
+    factory = HeartbeatClientFactory(URL, handler, reactor=reactor, pingInterval=None, **clientOptions)
+    factory.connect()
+    link = reactor.accept(server)
+    return link, seen[True], seen[False]
+
+
+def test_autobahn_still_sets_what_is_dropped_after_open(monkeypatch):
+    """Every attribute name txheartbeat drops or shares after the handshake is one this Autobahn still sets: a rename fails here, loudly."""
+    link, serverKeys, clientKeys = opened(monkeypatch)
+    for keys, cls, protocolClass in (
+        (serverKeys, ServerProtocol, WebSocketServerProtocol),
+        (clientKeys, type(link.client), WebSocketClientProtocol),
+    ):
+        assert set(cls.HANDSHAKE_ONLY) <= keys, set(cls.HANDSHAKE_ONLY) - keys
+        states = (
+            set(STATE_DEFAULTS) - {"serverConnectionDropTimeoutCall"} if cls is ServerProtocol else set(STATE_DEFAULTS)
+        )
+        assert states <= keys | {"websocket_protocol_in_use"}, states - keys
+        assert set(protocolClass.CONFIG_ATTRS) <= set(dir(cls)), "Autobahn's options are not all shared"
+        assert "send_queue" in keys and "websocket_extensions_in_use" in keys
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_an_open_connection_holds_a_small_dict(monkeypatch, side):
+    """After open a connection's own attributes fit the smallest dict that holds them (Autobahn's 88 need 3.3 KB)."""
+    link, _, _ = opened(monkeypatch)
+    protocol = link.server if side == "server" else link.client
+    assert len(protocol.__dict__) <= 20, sorted(protocol.__dict__)
+    assert sys.getsizeof(protocol.__dict__) <= 600
+    assert "http_headers" not in protocol.__dict__
+
+
+def test_a_client_factory_holds_only_what_differs():
+    """A client factory with default options keeps only its own state: Autobahn's options and ours live on the class."""
+    reactor = MemoryReactor()
+    factories = [HeartbeatClientFactory(URL, RecordingHandler(reactor), reactor=reactor) for _ in range(2)]
+    assert len(factories[1].__dict__) <= 12, sorted(factories[1].__dict__)
+    assert factories[1].pingInterval == 15.0 and factories[1].maxMessagePayloadSize == 0
+
+
+def test_options_still_apply_per_factory_and_never_leak():
+    """A factory's own options reach its connections; another factory's defaults are untouched; a protocol class's own option wins, as in Autobahn."""
+    reactor = MemoryReactor()
+    small = HeartbeatServerFactory(URL, pingInterval=None, reactor=reactor, maxMessagePayloadSize=10)
+    plain = HeartbeatServerFactory(URL, pingInterval=None, reactor=reactor)
+
+    class Own(HeartbeatServerProtocol):
+        maxMessagePayloadSize = 5
+
+    own = HeartbeatServerFactory(URL, pingInterval=None, reactor=reactor, maxMessagePayloadSize=100)
+    own.protocol = Own
+    refused = {}
+    for name, server in (("small", small), ("plain", plain), ("own", own)):
+        handler = RecordingHandler(reactor)
+        factory = HeartbeatClientFactory(URL, handler, reactor=reactor, pingInterval=None, maxRetries=0, jitter=0)
+        factory.connect().addErrback(lambda f: None)
+        link = reactor.accept(server)
+        handler.send("x" * 8)  # over 5, under 10
+        reactor.flush()
+        failure = link.server.failure
+        refused[name] = failure.value.code if failure is not None else None
+        handler.close()
+        reactor.advance(10)
+    assert refused == {"small": None, "plain": None, "own": 1009}
+
+
+def test_client_factory_option_reaches_its_connection():
+    """A client factory's own maxMessagePayloadSize applies to its connection while other clients keep the default."""
+    reactor = MemoryReactor()
+    handlers = {}
+    for name, options in (("default", {}), ("small", {"maxMessagePayloadSize": 10})):
+        handler = handlers[name] = RecordingHandler(reactor)
+        HeartbeatClientFactory(URL, handler, reactor=reactor, pingInterval=None, jitter=0, **options).connect()
+        link = reactor.accept()
+        link.server.sendMessage(b"y" * 20)
+        reactor.flush()
+    errors = {n: [e[2] for e in h.events if e[1] == "onError"] for n, h in handlers.items()}
+    assert errors["default"] == [] and isinstance(errors["small"][0], ProtocolError)
+    assert errors["small"][0].code == 1009
