@@ -1165,7 +1165,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         _log.info("txheartbeat: closed (clean={clean}, code={code})", clean=wasClean, code=code)
         handler._fire("onClose", wasClean, code, reason)
 
-    def _takeWaiters(self) -> Tuple[List[Deferred[HeartbeatHandler]], List[Deferred[None]]]:
+    def _takeWaiters(self) -> Tuple[Sequence[Deferred[HeartbeatHandler]], Sequence[Deferred[None]]]:
         """Take the waiters of the run that is ending, so a hook that starts a new run gets fresh lists."""
         self.continueTrying = 0
         waiters = (self._openWaiters, self._closeWaiters)
@@ -1174,7 +1174,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
     @staticmethod
     def _fireWaiters(
-        waiters: Tuple[List[Deferred[HeartbeatHandler]], List[Deferred[None]]], error: Optional[Exception]
+        waiters: Tuple[Sequence[Deferred[HeartbeatHandler]], Sequence[Deferred[None]]], error: Optional[Exception]
     ) -> None:
         opens, closes = waiters
         for d in opens:
