@@ -1,10 +1,13 @@
 """The command line and the examples, run as real subprocesses."""
 
+import base64
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -13,7 +16,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol
 
-from txheartbeat import HeartbeatHandler, connect
+from txheartbeat import HeartbeatHandler, HeartbeatServerFactory, HeartbeatServerProtocol, connect
 
 from .faultproxy import FaultProxy
 
@@ -21,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def run(*args, **kwargs):
+def run(*args, env=ENV, **kwargs):
     return subprocess.run(
-        [sys.executable, "-m", "txheartbeat", *args], capture_output=True, text=True, timeout=60, env=ENV, **kwargs
+        [sys.executable, "-m", "txheartbeat", *args], capture_output=True, text=True, timeout=60, env=env, **kwargs
     )
 
 
@@ -67,6 +70,9 @@ def test_demo_keeps_every_promise():
         ["serve", "--resume", "--resume-window", "inf"],
         ["serve", "--resume", "--resume-window", "soon"],
         ["serve", "--resume-window", "5"],
+        ["serve", "--allowed-origin", " "],
+        ["serve", "--metrics-port", "70000"],
+        ["serve", "--metrics-port", "many"],
     ],
 )
 def test_bad_arguments_one_line_exit_2(args):
@@ -145,18 +151,51 @@ def test_connect_gives_up_exit_1():
     assert "refused" in err and "giving up" in err
 
 
-def test_connect_eof_before_open_closes_quietly():
-    """End of input before the connection opens closes for good and exits 0."""
+@pytest.mark.parametrize(
+    "lines, said",
+    [("", "nothing was sent"), ("one\ntwo\n", "2 queued message(s) were not sent")],
+)
+def test_connect_eof_before_open_says_so_exit_1(lines, said):
+    """End of input before the connection opens closes for good, says what was not sent, and exits 1."""
     port = free_port()
     result = subprocess.run(
         [sys.executable, "-m", "txheartbeat", "connect", f"ws://127.0.0.1:{port}/"],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=ENV,
+    )
+    assert result.returncode == 1, result.stderr
+    err = result.stderr.splitlines()
+    assert err[0] == f"* connecting to ws://127.0.0.1:{port}/"
+    assert err[-1] == f"* input ended before the connection opened; {said}"
+    assert result.stdout == ""
+
+
+def test_connect_says_where_without_credentials():
+    """`connect` first says where it connects, with the URL's credentials and query left out."""
+    port = free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "txheartbeat",
+            "connect",
+            f"ws://alice:s3cret@127.0.0.1:{port}/feed?token=t0ken",
+            "--max-retries",
+            "0",
+        ],
         input="",
         capture_output=True,
         text=True,
         timeout=30,
         env=ENV,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == f"* connecting to ws://127.0.0.1:{port}/feed"
+    for secret in ("alice", "s3cret", "t0ken"):
+        assert secret not in result.stdout + result.stderr
 
 
 def test_examples_run():
@@ -414,3 +453,303 @@ async def test_connect_resume_replays_what_a_drop_lost():
     err = "\n".join(server.lines[2])
     (sid,) = re.findall(r"session (\w+) created", err)
     assert f"session {sid} resumed, 0 message(s) replayed" in err
+
+
+# connect --json ------------------------------------------------------------------------
+
+
+class Greeter(HeartbeatServerProtocol):
+    """Greets each client with a text and a binary message, then echoes."""
+
+    def onOpen(self) -> None:
+        self.sendMessage(b"hello", False)
+        self.sendMessage(b"\x00\xffbinary", True)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.sendMessage(payload, isBinary)
+
+
+JSON_EVENTS = [
+    "connecting",
+    "open",
+    "message",
+    "heartbeat",
+    "close",
+    "error",
+    "reconnect",
+    "sessionLost",
+    "giveUp",
+    "notSent",
+    "inputEnded",
+]
+
+
+def events(lines: List[str]) -> List[dict]:
+    return [json.loads(line) for line in lines]
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_json_prints_every_event_as_a_json_line():
+    """`connect --json` prints each event as one JSON line on stdout (text messages as text, binary as base64) and nothing on stderr."""
+    from twisted.internet import reactor
+    from twisted.internet.error import ProcessDone
+
+    factory = HeartbeatServerFactory(pingInterval=None)
+    factory.protocol = Greeter
+    listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    url = f"ws://127.0.0.1:{listening.getHost().port}/"
+    client, transport = spawn("connect", url, "--json", "--ping-interval", "0.2")
+    try:
+        await client.expect(1, '"event": "heartbeat"')
+        transport.write(b"hi\n")
+        await client.expect(1, '"text": "hi"')
+        transport.closeStdin()
+        assert isinstance(await client.ended, ProcessDone), client.output()
+    finally:
+        await stop(client, transport)
+        await listening.stopListening()
+    got = events(client.lines[1])
+    assert got[:2] == [{"event": "connecting", "url": url}, {"event": "open", "resumed": False}]
+    assert {"event": "message", "text": "hello"} in got
+    assert {"event": "message", "binary": base64.b64encode(b"\x00\xffbinary").decode()} in got
+    assert {"event": "message", "text": "hi"} in got
+    beats = [e for e in got if e["event"] == "heartbeat"]
+    assert beats and all(set(e) == {"event", "roundTrip"} and e["roundTrip"] >= 0 for e in beats)
+    assert got[-2:] == [
+        {"event": "inputEnded", "beforeOpen": False, "unsent": 0},
+        {"event": "close", "clean": True, "code": 1000, "reason": None},
+    ]
+    assert client.lines[2] == [], client.output()
+
+
+def test_connect_json_reports_retries_and_giving_up():
+    """`connect --json --max-retries 1` to a closed port prints error, reconnect, error and giveUp lines and exits 1."""
+    port = free_port()
+    with Running("connect", f"ws://127.0.0.1:{port}/", "--json", "--max-retries", "1", stdin=subprocess.PIPE) as client:
+        client.proc.stdin.write("queued\n")  # read long before the retry, about a second later, fails
+        client.proc.stdin.flush()
+        assert client.proc.wait(30) == 1
+    got = events(client.finished(1))
+    assert [e["event"] for e in got] == ["connecting", "error", "reconnect", "error", "giveUp"], got
+    assert got[2]["attempt"] == 1 and got[2]["delay"] > 0
+    assert "refused" in got[1]["error"] and "refused" in got[4]["reason"]
+    assert got[4]["unsent"] == 1
+    assert client.lines[2] == []
+
+
+def test_connect_help_documents_the_json_events():
+    """`connect --help` names every event `--json` prints, and the exit statuses."""
+    result = run("connect", "--help")
+    assert result.returncode == 0
+    for event in JSON_EVENTS:
+        assert re.search(rf"^  {event} ", result.stdout, re.M), event
+    assert "exit status" in result.stdout
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_json_reports_a_lost_session():
+    """`connect --resume --json` reports a session the restarted server no longer knows as sessionLost, then opens afresh."""
+    from twisted.internet import reactor
+
+    first = HeartbeatServerFactory(resume=True, pingInterval=None)
+    listening = reactor.listenTCP(0, first, interface="127.0.0.1")
+    port = listening.getHost().port
+    client, transport = spawn("connect", f"ws://127.0.0.1:{port}/", "--resume", "--json")
+    try:
+        await client.expect(1, '"event": "open"')
+        # The server restarts: the new one, on the same port, knows nothing of the session.
+        await listening.stopListening()
+        for connection in list(first.clients):
+            connection.transport.abortConnection()
+        listening = reactor.listenTCP(port, HeartbeatServerFactory(resume=True), interface="127.0.0.1")
+        await client.expect(1, '"event": "open"', count=2)
+        transport.closeStdin()
+        await client.ended
+    finally:
+        await stop(client, transport)
+        await listening.stopListening()
+    got = events(client.lines[1])
+    assert {"event": "sessionLost", "unacked": 0} in got
+    names = [e["event"] for e in got]
+    assert names.index("close") < names.index("sessionLost") < len(names) - 1 - names[::-1].index("open")
+    assert [e for e in got if e["event"] == "open"] == [{"event": "open", "resumed": False}] * 2
+
+
+# serve: origins and metrics ---------------------------------------------------------------
+
+
+class Running:
+    """A `txheartbeat` subprocess whose output lines threads collect; :meth:`expect` waits for one (with a deadline)."""
+
+    def __init__(self, *args: str, stdin=subprocess.DEVNULL, env=None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "txheartbeat", *args],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env or ENV,
+        )
+        self.lines: Dict[int, List[str]] = {1: [], 2: []}
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(fd, stream), daemon=True)
+            for fd, stream in ((1, self.proc.stdout), (2, self.proc.stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, fd: int, stream) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines[fd].append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def expect(self, needle: str, fd: int = 2, timeout: float = 15.0) -> str:
+        """The first line of ``fd`` that contains ``needle``, once there is one."""
+        with self._changed:
+            line = self._changed.wait_for(lambda: next((x for x in self.lines[fd] if needle in x), None), timeout)
+        if line is None:
+            raise AssertionError(f"no {needle!r} on fd {fd} within {timeout} s: {self.lines}")
+        return line
+
+    def finished(self, fd: int) -> List[str]:
+        """All of ``fd``'s lines, once the process has ended."""
+        self.proc.wait(30)
+        self._readers[fd - 1].join(10)
+        return self.lines[fd]
+
+    def stop(self) -> None:
+        """End the process (SIGTERM, SIGKILL after 10 s) and wait for it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        for reader in self._readers:
+            reader.join(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Server(Running):
+    """`txheartbeat serve --port 0 ARGS`, once it listens: ``port``, ``url``, ``banner`` (its first line), ``metricsPort``."""
+
+    def __init__(self, *args: str, **kwargs) -> None:
+        super().__init__("serve", "--port", "0", *args, **kwargs)
+        try:
+            self.banner = self.expect("serving")
+            self.port = int(re.search(r"ws://127\.0\.0\.1:(\d+)/", self.banner).group(1))
+            self.url = f"ws://127.0.0.1:{self.port}/"
+            self.expect("status page:")
+            self.metricsPort = None
+            if "--metrics-port" in args:
+                self.metricsPort = int(re.search(r":(\d+)/metrics", self.expect("metrics:")).group(1))
+        except BaseException:
+            self.stop()
+            raise
+
+
+def wsconnect(url: str, **kwargs):
+    """A blocking WebSocket client (python-websockets), never through a proxy."""
+    from websockets.sync.client import connect as wsConnect
+
+    return wsConnect(url, proxy=None, open_timeout=10, **kwargs)
+
+
+def httpGet(url: str) -> Tuple[int, Dict[str, str], str]:
+    """Status, headers (lowercased names) and body of a GET, never through a proxy; error statuses included."""
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read().decode()
+
+
+def handshake(port: int, origin=None, path: str = "/") -> str:
+    """The status line a raw WebSocket upgrade request (with that ``Origin``, if any) is answered with."""
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return s.makefile("rb").readline().decode().strip()
+
+
+def test_serve_metrics_port_is_scraped():
+    """`serve --metrics-port` serves the server's counters at /metrics: a connected client counts, a status viewer does not."""
+    with Server("--metrics-port", "0") as server:
+        with wsconnect(server.url) as client, wsconnect(server.url + "_status") as viewer:
+            client.send("heartbeat")
+            assert client.recv(timeout=10) == "heartbeat"
+            viewer.recv(timeout=10)  # (open)
+            status, headers, text = httpGet(f"http://127.0.0.1:{server.metricsPort}/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert 'txheartbeat_server_clients{server="serve"} 1.0' in text
+    assert 'txheartbeat_server_opened_total{server="serve"} 1.0' in text
+    assert 'txheartbeat_server_heartbeats_answered_total{server="serve"} 1.0' in text
+
+
+def test_serve_metrics_port_without_prometheus_client_exit_2(tmp_path):
+    """`serve --metrics-port` without prometheus-client says which extra to install, in one line, and exits 2."""
+    fake = tmp_path / "prometheus_client"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('No module named prometheus_client')\n")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    result = run("serve", "--port", "0", "--metrics-port", "0", env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "txheartbeat: error: --metrics-port needs prometheus-client: pip install 'txheartbeat[prometheus]'\n"
+    )
+
+
+def test_serve_metrics_port_in_use_exit_1():
+    """`serve --metrics-port` on a port already taken says so and exits 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--port", "0", "--metrics-port", str(port))
+    assert result.returncode == 1
+    assert f"txheartbeat: error: cannot listen on 127.0.0.1:{port} for metrics" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_allowed_origin_refuses_others_with_403():
+    """`serve --allowed-origin` (repeatable) lets pages from those origins open a WebSocket and refuses others with 403."""
+    args = ["--allowed-origin", "https://app.example.com", "--allowed-origin", "http://localhost:*"]
+    with Server(*args) as server:
+        assert "origins: https://app.example.com, http://localhost:* only" in server.banner
+        assert handshake(server.port, "https://app.example.com").startswith("HTTP/1.1 101")
+        assert handshake(server.port, "http://localhost:8080").startswith("HTTP/1.1 101")
+        assert handshake(server.port).startswith("HTTP/1.1 101")  # no Origin: not a browser
+        assert handshake(server.port, "https://evil.example.com").startswith("HTTP/1.1 403")
+        assert handshake(server.port, "null").startswith("HTTP/1.1 403")
+        server.expect("refused: origin 'https://evil.example.com' not allowed")
+
+
+def test_serve_allows_every_origin_by_default():
+    """Without `--allowed-origin`, `serve` says every origin is allowed, and opens for any, null included."""
+    with Server() as server:
+        assert "origins: any, null included" in server.banner
+        assert handshake(server.port, "https://evil.example.com").startswith("HTTP/1.1 101")
+        assert handshake(server.port, "null").startswith("HTTP/1.1 101")

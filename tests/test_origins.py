@@ -119,3 +119,17 @@ def test_bad_policies_are_clear_errors():
             HeartbeatServerFactory(allowedOrigins=bad)
     with pytest.raises(ValueError, match="allowNullOrigin is managed by txheartbeat; use allowedOrigins"):
         HeartbeatServerFactory(allowNullOrigin=True)
+
+
+@pytest_twisted.inlineCallbacks
+def test_plain_http_get_is_426_not_a_redirect_or_version_page():
+    """A plain GET (no upgrade) gets 426: no Autobahn status page with its version, no open redirect via ?redirect=."""
+    port = reactor.listenTCP(0, server(), interface="127.0.0.1")
+    try:
+        number = port.getHost().port
+        raw = Raw(f"GET /?redirect=https%3A%2F%2Fevil.example%2F HTTP/1.1\r\nHost: 127.0.0.1:{number}\r\n\r\n".encode())
+        yield protocol.ClientCreator(reactor, lambda: raw).connectTCP("127.0.0.1", number)
+        answer = yield raw.done
+    finally:
+        yield port.stopListening()
+    assert answer.startswith(b"HTTP/1.1 426") and b"evil.example" not in answer and b"Autobahn" not in answer

@@ -5,16 +5,19 @@ The ``txheartbeat`` command: ``demo``, ``connect URL`` and ``serve``.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import sys
-from typing import Any, List, Optional, Sequence, TextIO
+from typing import Any, Callable, List, Optional, Sequence, TextIO
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.python.failure import Failure
 
 from ._client import connect
 from ._handler import HeartbeatHandler, Message
+from ._protocol import redactURL
 from ._resume import ServerSession
-from ._server import HeartbeatServerFactory, HeartbeatServerProtocol
+from ._status import StatusServerFactory, StatusServerProtocol
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,12 +56,44 @@ def _port(text: str) -> int:
     return value
 
 
+def _origin(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty origin pattern matches nothing")
+    return text.strip()
+
+
+#: ``connect --json``: the events, one JSON object a line on stdout
+JSON_EVENTS = """\
+with --json, every event is one JSON object a line on stdout (nothing on stderr
+but argument errors), with "event" and:
+  connecting   url (credentials, query and fragment left out)
+  open         resumed (true/false); replayed (messages sent again) when resumed
+  message      text (a text message), or binary (base64) for a binary one
+  heartbeat    roundTrip (seconds)
+  close        clean (true/false), code (null if none), reason (null if none)
+  error        error (what went wrong: refused, handshake, dead peer...)
+  reconnect    attempt (number), delay (seconds)
+  sessionLost  unacked (messages the server never acknowledged; with --resume)
+  giveUp       reason (the last failure, or null), unsent (queued messages)
+  notSent      error (a stdin line that could not be sent)
+  inputEnded   beforeOpen (true/false), unsent (queued messages not sent)
+exit status: 0 after a clean end of input, 1 if input ended before the first
+open or the client gave up, 2 for bad arguments."""
+
+
 def buildParser() -> argparse.ArgumentParser:
     parser = _Parser(prog="txheartbeat", description="Resilient WebSocket client and heartbeat-aware server.")
     sub = parser.add_subparsers(dest="command", metavar="{demo,connect,serve}")
     sub.required = True
     sub.add_parser("demo", help="narrated demo: heartbeat, dead peer, reconnect, queued message (loopback only)")
-    c = sub.add_parser("connect", help="interactive client: stdin lines are sent, messages printed")
+    c = sub.add_parser(
+        "connect",
+        help="interactive client: stdin lines are sent, messages printed",
+        description="Send each stdin line as a text message and print what arrives; status on stderr. "
+        "End of input closes the connection (1000) and exits.",
+        epilog=JSON_EVENTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("url")
     c.add_argument("--ping-interval", type=_seconds, default=15.0, metavar="S")
     c.add_argument("--pong-timeout", type=_seconds, default=10.0, metavar="S")
@@ -71,7 +106,13 @@ def buildParser() -> argparse.ArgumentParser:
         action="store_true",
         help="ask for a resumable session: what is lost in a drop is sent again after the reconnect",
     )
-    s = sub.add_parser("serve", help="echo server that answers heartbeats and reaps dead clients")
+    c.add_argument("--json", action="store_true", help="print every event as one JSON line on stdout (see below)")
+    s = sub.add_parser(
+        "serve",
+        help="echo server that answers heartbeats and reaps dead clients",
+        description="Echo server that answers heartbeats and reaps dead clients. A browser's GET / shows a live "
+        "status page (clients, round trips, heartbeats and opens per 10 s); its feed is at /_status.",
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=_port, default=9000)
     s.add_argument("--ping-interval", type=_seconds, default=15.0, metavar="S")
@@ -91,6 +132,22 @@ def buildParser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"with --resume, keep a session S seconds for its client to come back (default {RESUME_WINDOW:g})",
     )
+    s.add_argument(
+        "--allowed-origin",
+        action="append",
+        type=_origin,
+        default=None,
+        metavar="PATTERN",
+        help="allow browser pages from this origin only (repeatable; * is a wildcard, e.g. "
+        "'https://*.example.com'; 'null' for file:// pages); others get 403. Default: every origin, null included",
+    )
+    s.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="N",
+        help="serve Prometheus metrics at http://HOST:N/metrics (needs txheartbeat[prometheus])",
+    )
     return parser
 
 
@@ -100,6 +157,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "serve" and args.resume_window is not None and not args.resume:
         parser.error("--resume-window needs --resume")
+    if args.command == "serve" and args.metrics_port is not None:
+        try:
+            import txheartbeat.metrics  # noqa: F401
+        except ImportError:
+            parser.error("--metrics-port needs prometheus-client: pip install 'txheartbeat[prometheus]'")
     from twisted.internet.task import react
 
     if args.command == "demo":
@@ -116,53 +178,71 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 class _ConsoleHandler(HeartbeatHandler):
-    """Messages to stdout, status to stderr."""
+    """Messages to stdout, status to stderr; with ``asJson``, every event a JSON line on stdout."""
 
-    def __init__(self, out: TextIO, err: TextIO) -> None:
+    def __init__(self, out: TextIO, err: TextIO, asJson: bool = False) -> None:
         super().__init__()
         self.out = out
         self.err = err
+        self.asJson = asJson
         self._replayed = 0  # stats.replayed at the last open
 
-    def status(self, text: str) -> None:
-        self.err.write(f"* {text}\n")
-        self.err.flush()
+    def report(self, event: str, text: str, /, **fields: Any) -> None:
+        """One event: ``* text`` on stderr, or with ``asJson`` ``{"event": event, **fields}`` on stdout."""
+        if self.asJson:
+            self.out.write(json.dumps({"event": event, **fields}) + "\n")
+            self.out.flush()
+        else:
+            self.err.write(f"* {text}\n")
+            self.err.flush()
 
     def onOpen(self) -> None:
-        self.status("open")
         replayed, self._replayed = self.stats.replayed - self._replayed, self.stats.replayed
+        if self.asJson:
+            self.report("open", "", resumed=self.resumed, **({"replayed": replayed} if self.resumed else {}))
+            return
+        self.report("open", "open")
         if self.resumed:
-            self.status(f"session resumed, {replayed} message(s) replayed")
+            self.report("open", f"session resumed, {replayed} message(s) replayed")
 
     def onSessionLost(self, unacked: List[Message]) -> None:
-        self.status(f"session lost: {len(unacked)} message(s) never acknowledged")
+        self.report("sessionLost", f"session lost: {len(unacked)} message(s) never acknowledged", unacked=len(unacked))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.asJson:
+            if isBinary:
+                self.report("message", "", binary=base64.b64encode(payload).decode("ascii"))
+            else:
+                self.report("message", "", text=payload.decode("utf-8", "replace"))
+            return
         self.out.write((payload.hex() if isBinary else payload.decode("utf-8", "replace")) + "\n")
         self.out.flush()
 
     def onHeartbeat(self, roundTrip: float) -> None:
-        self.status(f"heartbeat answered in {roundTrip * 1000:.1f} ms")
+        self.report("heartbeat", f"heartbeat answered in {roundTrip * 1000:.1f} ms", roundTrip=roundTrip)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        self.status(f"closed (clean={wasClean}, code={code})")
+        self.report("close", f"closed (clean={wasClean}, code={code})", clean=wasClean, code=code, reason=reason)
 
     def onError(self, failure: Failure) -> None:
-        self.status(f"error: {failure.getErrorMessage() or repr(failure.value)}")
+        error = failure.getErrorMessage() or repr(failure.value)
+        self.report("error", f"error: {error}", error=error)
 
     def onReconnect(self, attempt: int, delay: float, reason: Optional[Failure] = None) -> None:
-        self.status(f"reconnecting in {delay:.1f} s (attempt {attempt})")
+        self.report("reconnect", f"reconnecting in {delay:.1f} s (attempt {attempt})", attempt=attempt, delay=delay)
 
     def onGiveUp(self, reason: Optional[Failure] = None) -> None:
-        why = f": {reason.getErrorMessage()}" if reason is not None else ""
-        self.status(f"giving up{why}")
+        why = reason.getErrorMessage() if reason is not None else None
+        unsent = len(self.queued)
+        text = "giving up" + (f": {why}" if why else "") + (f" ({unsent} queued message(s) not sent)" if unsent else "")
+        self.report("giveUp", text, reason=why, unsent=unsent)
 
 
 def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
     from twisted.internet import stdio
     from twisted.protocols.basic import LineReceiver
 
-    handler = _ConsoleHandler(sys.stdout, sys.stderr)
+    handler = _ConsoleHandler(sys.stdout, sys.stderr, asJson=args.json)
     try:
         connected = connect(
             args.url,
@@ -178,6 +258,10 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
         sys.stderr.write(f"txheartbeat: error: {e}\n")
         raise SystemExit(2) from None
     connected.addErrback(lambda f: None)  # reported through the handler
+    url = redactURL(args.url)
+    # First, though the attempt began above: its hooks run in a later reactor turn.
+    handler.report("connecting", f"connecting to {url}", url=url)
+    inputEndedEarly = False
 
     class Lines(LineReceiver):
         delimiter = b"\n"
@@ -186,17 +270,26 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
             try:
                 handler.send(line.rstrip(b"\r").decode("utf-8", "replace"))
             except Exception as e:
-                handler.status(f"not sent: {e}")
+                handler.report("notSent", f"not sent: {e}", error=str(e))
 
         def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-            unsent = handler.close()
-            if unsent:
-                handler.status(f"{len(unsent)} queued message(s) were not sent")
+            nonlocal inputEndedEarly
+            if handler.factory is not None and handler.factory.finished:
+                return  # it gave up: the process is ending, input did not
+            beforeOpen = inputEndedEarly = handler.stats.opens == 0  # (set first: close() may end it all now)
+            unsent = len(handler.close())
+            if beforeOpen:
+                lost = f"{unsent} queued message(s) were not sent" if unsent else "nothing was sent"
+                text = f"input ended before the connection opened; {lost}"
+            else:
+                text = f"{unsent} queued message(s) were not sent" if unsent else ""
+            if text or handler.asJson:
+                handler.report("inputEnded", text, beforeOpen=beforeOpen, unsent=unsent)
 
     stdio.StandardIO(Lines(), reactor=reactor)
 
     def done(_: object) -> None:
-        if handler.factory is not None and handler.factory.state == "gaveup":
+        if inputEndedEarly or (handler.factory is not None and handler.factory.state == "gaveup"):
             raise SystemExit(1)
 
     return handler.whenClosed().addCallback(done)
@@ -210,7 +303,9 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
-class _EchoServer(HeartbeatServerProtocol):
+class _EchoServer(StatusServerProtocol):
+    """Echoes clients; status viewers and plain GETs (the status page) are handled by :class:`StatusServerProtocol`."""
+
     def onOpen(self) -> None:
         _say(f"{self.peer}: open")
 
@@ -221,10 +316,13 @@ class _EchoServer(HeartbeatServerProtocol):
         _say(f"{self.peer}: dead client reaped: {failure.getErrorMessage()}")
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        _say(f"{self.peer}: closed (clean={wasClean}, code={code})")
+        if self.openedAt is not None:
+            _say(f"{self.peer}: closed (clean={wasClean}, code={code})")
+        elif self.wasNotCleanReason:  # (a plain GET, e.g. for the status page, is no news)
+            _say(f"{self.peer}: refused: {self.wasNotCleanReason}")
 
 
-class _EchoFactory(HeartbeatServerFactory):
+class _EchoFactory(StatusServerFactory):
     """Narrates sessions by their public ``id`` (never the token, which would let a reader take one over)."""
 
     protocol = _EchoServer
@@ -250,28 +348,58 @@ def _peerOf(session: ServerSession) -> str:
     return (protocol.peer if protocol is not None else None) or "?"
 
 
+def _hostPort(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _serve(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
     window = args.resume_window if args.resume_window is not None else RESUME_WINDOW
     factory = _EchoFactory(
-        f"ws://{args.host}:{args.port}",
+        f"ws://{_hostPort(args.host, args.port)}" if args.port else None,  # (Autobahn refuses port 0 in a URL)
         pingInterval=args.ping_interval,
         pongTimeout=args.pong_timeout,
         resume=args.resume,
         resumeWindow=window,
+        allowedOrigins=args.allowed_origin,
         reactor=reactor,
     )
-    try:
-        port = reactor.listenTCP(args.port, factory, interface=args.host)
-    except Exception as e:
-        sys.stderr.write(f"txheartbeat: error: cannot listen on {args.host}:{args.port}: {e}\n")
-        raise SystemExit(1) from None
-    address = port.getHost()
+    port = _listen(lambda: reactor.listenTCP(args.port, factory, interface=args.host), args.host, args.port)
+    where = _hostPort(args.host, port.getHost().port)
     resume = f"; resume: sessions kept {window:g} s" if args.resume else ""
+    origins = "any, null included" if args.allowed_origin is None else ", ".join(args.allowed_origin) + " only"
     _say(
-        f"serving ws://{address.host}:{address.port}/ (echo; answers 'heartbeat'; "
-        f"ping {args.ping_interval:g} s, pong {args.pong_timeout:g} s{resume})"
+        f"serving ws://{where}/ (echo; answers 'heartbeat'; "
+        f"ping {args.ping_interval:g} s, pong {args.pong_timeout:g} s{resume}; origins: {origins})"
     )
-    # A planned stop (SIGTERM, SIGINT) closes clients with 1012 so they spread their reconnects.
-    reactor.addSystemEventTrigger("before", "shutdown", factory.restart, args.restart_window)
+    _say(f"status page: http://{where}/")
+    if args.metrics_port is not None:
+        from prometheus_client import REGISTRY
+
+        from .metrics import HeartbeatCollector, listenMetrics
+
+        REGISTRY.register(HeartbeatCollector(servers={"serve": factory}))
+        metrics = _listen(
+            lambda: listenMetrics(args.metrics_port, reactor=reactor, interface=args.host),
+            args.host,
+            args.metrics_port,
+            " for metrics",
+        )
+        _say(f"metrics: http://{_hostPort(args.host, metrics.getHost().port)}/metrics")
+    factory.statusFeed.start()
+
+    def stopping() -> Deferred[Any]:
+        # A planned stop (SIGTERM, SIGINT) closes clients with 1012 so they spread their reconnects.
+        return DeferredList([factory.statusFeed.stop(), factory.restart(args.restart_window)])
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
     forever: Deferred[None] = Deferred()
     return forever
+
+
+def _listen(listen: Callable[[], Any], host: str, port: int, what: str = "") -> Any:
+    """Return ``listen()``'s listening port, or say why it cannot listen and exit 1."""
+    try:
+        return listen()
+    except Exception as e:
+        sys.stderr.write(f"txheartbeat: error: cannot listen on {_hostPort(host, port)}{what}: {e}\n")
+        raise SystemExit(1) from None

@@ -349,6 +349,9 @@ class HeartbeatServerFactory(WebSocketServerFactory):
             raise ValueError(f"heartbeatReply must be str, bytes or a callable, got {heartbeatReply!r}")
         if not isinstance(leaveMessage, (str, bytes)):
             raise ValueError(f"leaveMessage must be str or bytes, got {leaveMessage!r}")
+        # A plain HTTP GET gets 426 rather than Autobahn's status page (its version) and
+        # its ?redirect= (an open redirect); webStatus=True brings them back.
+        options.setdefault("webStatus", False)
         factoryArgs, protocolOptions = autobahnOptions(options, _FACTORY_ARGS, _OWNED_OPTIONS)
         self._originPatterns = self._checkOrigins(allowedOrigins)
         self.allowedOrigins = None if allowedOrigins is None else list(allowedOrigins)  # type: ignore[assignment]
