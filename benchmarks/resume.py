@@ -299,17 +299,10 @@ def main() -> None:
     )
 
 
-def _arg(text: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in WORKERS:
+        from workers import _arg
+
         WORKERS[sys.argv[1]](*[_arg(a) for a in sys.argv[2:]])
     else:
         main()

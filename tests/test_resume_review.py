@@ -26,7 +26,6 @@ from twisted.python.failure import Failure
 from txheartbeat import (
     HeartbeatClientFactory,
     HeartbeatServerFactory,
-    HeartbeatServerProtocol,
     NotConnected,
     ProtocolError,
     SendQueueFull,
@@ -35,38 +34,12 @@ from txheartbeat._resume import ackPayload, parseHeader, pingPayload
 from txheartbeat.testing import MemoryReactor, RecordingHandler
 
 from .conftest import URL
+from .test_resume import Recorder, SessionServer
 
 # Helpers ---------------------------------------------------------------------------
 
 
-class Recorder(HeartbeatServerProtocol):
-    """Records what the server application receives (on the factory)."""
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.got.append(payload)
-
-
-class SessionServer(HeartbeatServerFactory):
-    """A resume server recording its session events."""
-
-    def __init__(self, reactor: MemoryReactor, protocol: type = Recorder, **options: Any) -> None:
-        options.setdefault("pingInterval", None)
-        super().__init__(URL, resume=True, reactor=reactor, **options)
-        self.protocol = protocol
-        self.got: List[bytes] = []
-        self.events: List[tuple] = []
-
-    def onSessionCreated(self, session):
-        self.events.append(("created", session.id, session.resumeRefused))
-
-    def onSessionResumed(self, session):
-        self.events.append(("resumed", session.id))
-
-    def onSessionExpired(self, session):
-        self.events.append(("expired", session.id, session.unacked))
-
-    def onSessionClosed(self, session):
-        self.events.append(("closed", session.id))
+# (Recorder and SessionServer are the unit tests' own)
 
 
 def newClient(reactor: MemoryReactor, handler: RecordingHandler, **options: Any) -> HeartbeatClientFactory:

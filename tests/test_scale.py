@@ -15,6 +15,9 @@ from txheartbeat.testing import MemoryReactor, RecordingHandler
 
 from .conftest import URL
 
+#: sha256 (first 16 hex digits) of Autobahn's WebSocketProtocol.sendData source that HeartbeatMixin.sendData mirrors
+SEND_DATA_DIGEST = "5dcca425b048b07e"
+
 
 def opened(monkeypatch, **clientOptions):
     """Open one client/server pair in memory; return (link, the server's and the client's __dict__ keys before compaction)."""
@@ -109,3 +112,37 @@ def test_client_factory_option_reaches_its_connection():
     errors = {n: [e[2] for e in h.events if e[1] == "onError"] for n, h in handlers.items()}
     assert errors["default"] == [] and isinstance(errors["small"][0], ProtocolError)
     assert errors["small"][0].code == 1009
+
+
+def test_autobahn_send_data_is_the_one_txheartbeat_shortcuts():
+    """HeartbeatMixin.sendData repeats Autobahn's sendData minus its debug line: a change to Autobahn's fails here, to be looked at."""
+    import hashlib
+    import inspect
+
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    source = inspect.getsource(WebSocketProtocol.sendData)
+    assert "self.trafficStats.outgoingOctetsWireLevel += len(data)" in source
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == SEND_DATA_DIGEST, (
+        "Autobahn's sendData changed: re-check ours"
+    )
+
+
+def test_send_data_shortcut_counts_and_falls_back(monkeypatch):
+    """The shortcut writes and counts like Autobahn's; a synchronous send or one while debug logging is on goes through Autobahn's."""
+    import txaio
+
+    link, _, _ = opened(monkeypatch)
+    server = link.server
+    before = server.trafficStats.outgoingOctetsWireLevel
+    server.sendMessage(b"abc")
+    assert server.trafficStats.outgoingOctetsWireLevel == before + 5
+    calls = []
+    monkeypatch.setattr(WebSocketServerProtocol, "sendData", lambda self, *a, **k: calls.append(a))
+    server.sendMessage(b"abc", sync=True)
+    txaio.set_global_log_level("debug")
+    try:
+        server.sendMessage(b"abc")
+    finally:
+        txaio.set_global_log_level("info")
+    assert len(calls) == 2

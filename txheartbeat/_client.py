@@ -158,15 +158,15 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
 
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
         stream = self._stream
-        if stream is not None:
-            self.deliverNumbered(stream, self._deliver, payload, isBinary)
-        else:
-            self._deliver(payload, isBinary)
-
-    def _deliver(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.handler._received(payload, isBinary)
-        if self._forwardMessages:
-            self.onMessage(payload, isBinary)
+        # In a session: counted first, so that a hook that raises still received it.
+        due = stream is not None and stream.delivered(len(payload))
+        try:
+            self.factory.handler._received(payload, isBinary)
+            if self._forwardMessages:
+                self.onMessage(payload, isBinary)
+        finally:
+            if due:
+                self.acknowledge(stream)  # type: ignore[arg-type]
 
     def _onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()

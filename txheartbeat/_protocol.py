@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from txaio.interfaces import log_levels
+from txaio.tx import _no_op as _LOG_OFF
 
 from ._errors import HeartbeatTimeout, NotConnected, ProtocolError, SendQueueFull
 from ._handler import encodeMessage
@@ -339,18 +340,13 @@ class HeartbeatMixin:
         if stream is None:
             type(self).sendMessage(self, payload, *args, **kwargs)  # type: ignore[attr-defined]  # a subclass's, then Autobahn's
             return
-        send = type(self).sendMessage.__get__(self)  # type: ignore[attr-defined]  # a subclass's, then Autobahn's
-        self._sendNumbered(stream, True, send, payload, args, kwargs)
-
-    def _sendNumbered(
-        self, stream: SessionStream, limited: bool, send: Callable[..., None], payload: bytes, args: Any, kwargs: Any
-    ) -> None:
-        stream.number(payload, bool(args[0] if args else kwargs.get("isBinary", False)), limited)
+        # (inlined, not shared with sendUnlimited: this is the per-message path of a session)
+        stream.number(payload, bool(args[0] if args else kwargs.get("isBinary", False)))
         if self.state != WebSocketProtocol.STATE_OPEN:
-            return  # closing or closed: kept in the session and sent when it resumes
+            return  # closing: kept in the session and sent when it resumes
         # Numbered only if it really goes out on this connection: the peer counts what it receives.
         try:
-            send(payload, *args, **kwargs)
+            type(self).sendMessage(self, payload, *args, **kwargs)  # type: ignore[attr-defined]
         except BaseException:
             stream.unnumber()
             raise
@@ -365,27 +361,25 @@ class HeartbeatMixin:
         if stream is None:
             super().sendMessage(payload, *args, **kwargs)  # type: ignore[misc]
             return
-        self._sendNumbered(stream, False, super().sendMessage, payload, args, kwargs)  # type: ignore[misc]
+        stream.number(payload, bool(args[0] if args else kwargs.get("isBinary", False)), limited=False)
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return  # closing: kept in the session and sent when it resumes
+        try:
+            super().sendMessage(payload, *args, **kwargs)  # type: ignore[misc]
+        except BaseException:
+            stream.unnumber()
+            raise
+        stream.written = stream.sent
 
     def replay(self, messages: List[Tuple[bytes, bool]]) -> None:
         """Send again what the peer of a resumed session had not received (numbered already)."""
         for payload, isBinary in messages:
             super().sendMessage(payload, isBinary)  # type: ignore[misc]
 
-    def deliverNumbered(
-        self, stream: SessionStream, deliver: Callable[[bytes, bool], None], payload: bytes, isBinary: bool
-    ) -> None:
-        """
-        Deliver a data message of a session: counted first (a hook that
-        raises still received it, or the count and a resume would disagree),
-        acknowledged now and then.
-        """
-        due = stream.delivered(len(payload))
-        try:
-            deliver(payload, isBinary)
-        finally:
-            if due and self.state == WebSocketProtocol.STATE_OPEN:
-                self.sendPong(ackPayload(stream.ackValue()))  # type: ignore[attr-defined]
+    def acknowledge(self, stream: SessionStream) -> None:
+        """Tell the peer how many messages of the session were delivered here (an unsolicited pong)."""
+        if self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendPong(ackPayload(stream.ackValue()))  # type: ignore[attr-defined]
 
     def _acknowledged(self, count: Optional[int]) -> None:
         stream = self._stream
@@ -450,6 +444,28 @@ class HeartbeatMixin:
         if self._drainWaiters is None and self._drainCall is not None:
             self._drainCall.cancel()
             self._drainCall = None
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: Optional[int] = None) -> None:
+        """
+        Autobahn's ``sendData`` (every frame goes through it) without its
+        per-call debug line, whose arguments Autobahn formats even when debug
+        logging is off (about a tenth of a small message's round trip).
+        Anything else (chopped or synchronous sends, a queue, the handshake,
+        debug logging on) goes to Autobahn's own.
+        """
+        if (
+            sync
+            or chopsize
+            or self.send_queue  # type: ignore[attr-defined]
+            or self.state != WebSocketProtocol.STATE_OPEN
+            or self.log.debug is not _LOG_OFF  # type: ignore[attr-defined]
+        ):
+            super().sendData(data, sync, chopsize)  # type: ignore[misc]
+            return
+        self.transport.write(data)
+        self.trafficStats.outgoingOctetsWireLevel += len(data)  # type: ignore[attr-defined]
+        if self.logOctets:  # type: ignore[attr-defined]
+            self.logTxOctets(data, False)  # type: ignore[attr-defined]
 
     @property
     def isOpen(self) -> bool:

@@ -178,7 +178,14 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
         stream = self._stream
         if stream is not None:  # in a session every message is the application's
-            self.deliverNumbered(stream, super()._onMessage, payload, isBinary)
+            # Counted first: an onMessage that raises still received it (else a resume would repeat it).
+            if stream.delivered(len(payload)):
+                try:
+                    super()._onMessage(payload, isBinary)
+                finally:
+                    self.acknowledge(stream)
+            else:
+                super()._onMessage(payload, isBinary)
             return
         if self.superseded:
             return
