@@ -351,9 +351,14 @@ class Client(HeartbeatHandler):
 
 
 @pytest_twisted.ensureDeferred
-async def test_serve_resume_narrates_sessions():
+async def test_serve_resume_narrates_sessions(monkeypatch):
     """`serve --resume` says on stderr when a session is created, resumed after an abrupt drop, closed and expired, by its public id and never its token."""
     from twisted.internet import reactor
+
+    import txheartbeat._protocol
+
+    # Frames wait in Twisted's write buffer (as without writeNow), so that the drop below really loses one.
+    monkeypatch.setattr(txheartbeat._protocol, "_PLAIN_TCP", ())
 
     port = free_port()
     url = f"ws://127.0.0.1:{port}/"

@@ -6,7 +6,9 @@ the guards that fail loudly if an Autobahn release renames what it relies on.
 import sys
 
 import pytest
+import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
+from twisted.internet.task import deferLater
 
 from txheartbeat import HeartbeatClientFactory, HeartbeatServerFactory, HeartbeatServerProtocol, ProtocolError
 from txheartbeat._protocol import STATE_DEFAULTS, HeartbeatMixin
@@ -146,3 +148,49 @@ def test_send_data_shortcut_counts_and_falls_back(monkeypatch):
     finally:
         txaio.set_global_log_level("info")
     assert len(calls) == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_write_now_relies_on_twisted_attributes_that_exist():
+    """writeNow reads Twisted's TCP buffer attributes: on a real connection (both ends) they exist, and a frame sent on an idle connection leaves nothing buffered."""
+    from twisted.internet import reactor
+
+    from txheartbeat import HeartbeatHandler, connect
+
+    class Echo(HeartbeatServerProtocol):
+        def onMessage(self, payload, isBinary):
+            self.sendMessage(payload, isBinary)
+
+    class Waiting(HeartbeatHandler):
+        got = None
+
+        def onMessage(self, payload, isBinary):
+            self.got = payload
+
+    server = HeartbeatServerFactory(pingInterval=None)
+    server.protocol = Echo
+    port = reactor.listenTCP(0, server, interface="127.0.0.1")
+    handler = Waiting()
+    try:
+        yield connect(f"ws://127.0.0.1:{port.getHost().port}/", handler, reactor=reactor, pingInterval=None)
+        for transport in (handler.protocol.transport, next(iter(server.clients)).transport):
+            for name in (
+                "connected",
+                "disconnecting",
+                "_writeDisconnected",
+                "_tempDataBuffer",
+                "offset",
+                "dataBuffer",
+                "socket",
+            ):
+                assert hasattr(transport, name), name
+        handler.send("x" * 1000)
+        transport = handler.protocol.transport
+        assert transport._tempDataBuffer == [] and transport.offset == len(transport.dataBuffer)
+        while handler.got is None:
+            yield deferLater(reactor, 0.01, lambda: None)
+        assert handler.got == b"x" * 1000
+    finally:
+        handler.close()
+        yield handler.whenClosed()
+        yield port.stopListening()

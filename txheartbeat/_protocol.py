@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
@@ -65,6 +66,39 @@ def autobahnOptions(
             raise ValueError(f"unknown option for {type(factory).__name__}: {e}") from None
 
     return factoryArgs, apply
+
+
+#: Twisted's TCP connections (connectSSL's transport is a protocol wrapper, not one of these; startTLS sets ``TLS``)
+_PLAIN_TCP = (tcp.Server, tcp.Client)
+
+
+def writeNow(transport: Any, data: bytes) -> None:
+    """
+    ``transport.write(data)``, but straight to the socket when nothing is
+    queued ahead of it: Twisted's ``write`` always buffers and sends on the
+    next writable event, which costs two epoll updates and a trip through
+    the reactor per frame (for an idle connection, per heartbeat).  What the
+    kernel does not take, and any error, goes through ``transport.write`` as
+    before.  Relies on Twisted's ``FileDescriptor`` buffer attributes
+    (``tests/test_scale.py`` checks them).
+    """
+    if (
+        type(transport) in _PLAIN_TCP
+        and not transport.TLS  # (startTLS on it: writes must go through TLS)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+        and not transport._tempDataBuffer
+        and transport.offset == len(transport.dataBuffer)
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            sent = 0  # (full, or broken: the reactor's own write finds out and reports it)
+        if sent >= len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 class ExactTimer:
@@ -462,7 +496,7 @@ class HeartbeatMixin:
         ):
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return
-        self.transport.write(data)
+        writeNow(self.transport, data)
         self.trafficStats.outgoingOctetsWireLevel += len(data)  # type: ignore[attr-defined]
         if self.logOctets:  # type: ignore[attr-defined]
             self.logTxOctets(data, False)  # type: ignore[attr-defined]
