@@ -581,7 +581,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         try:
             parse_url(url)
         except (ValueError, TypeError) as e:
-            raise ValueError(f"bad WebSocket URL {redactURL(str(url))!r}: {e}") from None
+            # Autobahn's message quotes the URL, password included: say only what is wrong, on the redacted URL.
+            why = str(e).split("'", 1)[0].strip().rstrip(":") if "@" in str(url) else str(e)
+            raise ValueError(f"bad WebSocket URL {redactURL(str(url))!r}: {why}") from None
 
     def _setTLS(self) -> None:
         if self.isSecure and not self._userContext:

@@ -125,7 +125,17 @@ class ExactTimer:
 
 
 def redactURL(url: str) -> str:
-    """Return ``url`` without user info, query or fragment, fit for logs."""
+    """Return ``url`` without user info, query or fragment, fit for logs (whatever the password holds)."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        # User info ends at the last "@" before the path; a "#" or "?" inside
+        # a password would make urlsplit cut there first and keep the rest.
+        slash = rest.find("/")
+        at = rest.rfind("@") if slash < 0 or rest.rfind("@") < slash else rest.rfind("@", 0, slash)
+        if at < 0 and "@" in rest:
+            at = rest.rfind("@")  # "/" inside the password: drop through the last "@"
+        rest = rest[at + 1 :]
+        url = scheme + sep + rest
     parts = urlsplit(url)
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

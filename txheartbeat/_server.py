@@ -6,11 +6,11 @@ clients and reaps the silent ones, and asks clients to leave by message.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.util import wildcards2patterns
 from autobahn.websocket.protocol import WebSocketProtocol, _url_to_origin, parseHttpHeader
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
@@ -417,7 +417,14 @@ class HeartbeatServerFactory(WebSocketServerFactory):
             return None
         if isinstance(origins, str) or not all(isinstance(o, str) and o for o in origins):
             raise ValueError(f"allowedOrigins must be a list of origin patterns, got {origins!r}")
-        return ("null" in origins, wildcards2patterns([o for o in origins if o != "null"]))
+        # Autobahn's wildcard syntax, but case-insensitive and with every other character literal
+        # (its wildcards2patterns escapes only "."; an IPv6 literal's brackets would become a class).
+        patterns = [
+            re.compile("^" + re.escape(o.strip().lower()).replace(r"\*", ".*") + "$")
+            for o in origins
+            if o.strip().lower() != "null"
+        ]
+        return (any(o.strip().lower() == "null" for o in origins), patterns)
 
     def _refusedOrigin(self, head: bytes) -> Optional[str]:
         """The request's origin if the policy refuses it, else ``None`` (no Origin header: allowed)."""
@@ -425,22 +432,30 @@ class HeartbeatServerFactory(WebSocketServerFactory):
             _, headers, _ = parseHttpHeader(head)
         except Exception:
             return None  # malformed: Autobahn refuses it with the reason
-        origin = headers.get("origin", headers.get("sec-websocket-origin"))
-        if origin is None:
-            return None
-        origin = origin.strip()[:200]
+        # Both origin headers are checked when present (Autobahn reports one or the other
+        # by protocol version): the application never sees an origin the policy did not check.
+        for name in ("origin", "sec-websocket-origin"):
+            origin = headers.get(name)
+            if origin is not None and not self._allowedOrigin(origin.strip()):
+                return origin.strip()[:200]  # (shortened for the log and the 403 only)
+        return None
+
+    def _allowedOrigin(self, origin: str) -> bool:
+        if len(origin) > 300:
+            return False
         allowNull, patterns = self._originPatterns
         try:
             parsed = _url_to_origin(origin)
         except ValueError:
-            return origin
+            return False
         if parsed == "null":
-            return None if allowNull else origin
+            return bool(allowNull)
         scheme, host, port = parsed
-        texts = [f"{scheme}://{host}:{port}"]
+        host = f"[{host}]" if ":" in host else host
+        texts = [f"{scheme}://{host}"] if port is None else [f"{scheme}://{host}:{port}"]
         if (scheme, port) in (("http", 80), ("https", 443)):
             texts.append(f"{scheme}://{host}")  # a pattern may leave out the default port
-        return None if any(p.match(text) for p in patterns for text in texts) else origin
+        return any(p.match(text.lower()) for p in patterns for text in texts)
 
     @property
     def sessionStore(self) -> Optional[ISessionStore]:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol, parseHttpHeader
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 
@@ -272,7 +273,13 @@ def _sameOrigin(headers: Dict[str, str]) -> bool:
     if origin is None:
         return True
     host = headers.get("host", "").strip().lower()
-    return bool(host) and origin.strip().lower() in (f"http://{host}", f"https://{host}")
+    if not host or origin.strip().lower() not in (f"http://{host}", f"https://{host}"):
+        return False
+    # A name could be rebound by DNS to this server (a page of evil.example reading the
+    # feed): only an address or localhost is the server itself.
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    return name == "localhost" or isIPAddress(name) or isIPv6Address(name)
 
 
 def _hash(text: str) -> str:

@@ -15,9 +15,8 @@ from __future__ import annotations
 from typing import Any, Dict, Iterator, Mapping, Optional
 
 try:
-    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-    from prometheus_client.twisted import MetricsResource
 except ImportError as e:  # pragma: no cover (tested in a subprocess)
     raise ImportError("txheartbeat.metrics needs prometheus-client: pip install 'txheartbeat[prometheus]'") from e
 
@@ -126,7 +125,18 @@ def listenMetrics(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    metrics = MetricsResource(registry=registry if registry is not None else REGISTRY)
+    source = registry if registry is not None else REGISTRY
+
+    class Metrics(Resource):
+        # Rendered on the reactor thread (prometheus_client's own MetricsResource runs in a
+        # thread pool): the counters are read between two reactor events, never torn.
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+            return generate_latest(source)  # type: ignore[no-any-return]
+
+    metrics = Metrics()
     root = Resource()
     root.putChild(b"metrics", metrics)
     root.putChild(b"", metrics)
