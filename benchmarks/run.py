@@ -1,7 +1,7 @@
 """
 Benchmarks: txheartbeat against its peers, measured side by side in one run.
 
-    python benchmarks/run.py            # full: 10,000 idle connections, 5 runs each
+    python benchmarks/run.py            # full: 10,000 idle connections on each end, 5 runs each
     python benchmarks/run.py --quick    # under two minutes: smaller counts, 3 runs
 
 Prints a table and writes BENCHMARKS.md (machine, versions, medians, ratios).
@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import scale  # benchmarks/scale.py, next to this file
 import storm  # benchmarks/storm.py, next to this file
 
 HERE = Path(__file__).resolve().parent
@@ -140,24 +141,6 @@ def hotPath(runs: int, seconds: float) -> Dict[str, List[Dict[str, float]]]:
     return results
 
 
-def idleScale(runs: int, count: int, idleSeconds: float) -> Dict[str, List[Dict[str, float]]]:
-    results: Dict[str, List[Dict[str, float]]] = {
-        "txheartbeat": [],
-        "Autobahn autoPing + ReconnectingClientFactory": [],
-    }
-    for _ in range(runs):
-        for name, kind in (
-            ("txheartbeat", "txheartbeat"),
-            ("Autobahn autoPing + ReconnectingClientFactory", "autobahn"),
-        ):
-            server = Server()
-            try:
-                results[name].append(worker("idle", kind, server.url, count, 5.0, idleSeconds, timeout=900))
-            finally:
-                server.kill()
-    return results
-
-
 def versions() -> Dict[str, str]:
     from importlib.metadata import version
 
@@ -243,27 +226,11 @@ def main() -> None:
     )
     show()
 
-    count = 1000 if quick else 10000
-    idleSeconds = 10.0 if quick else 60.0
-    show(f"## 3. Idle scale ({count:,} heartbeated connections, pingInterval 5 s, {idleSeconds:g} s idle window)")
-    show()
-    scale = idleScale(1 if quick else 3, count, idleSeconds)
-    show("| client | RSS per connection | CPU s per minute idle | CPU µs per heartbeat |")
-    show("|---|---|---|---|")
-    summary = {}
-    for name, values in scale.items():
-        rss = med([v["rssPerConnection"] for v in values])
-        cpu = med([v["cpuPerMinute"] for v in values])
-        per = med([v["microsecondsPerHeartbeat"] for v in values])
-        summary[name] = (rss, cpu)
-        show(f"| {name} | {rss / 1024:.1f} KiB | {cpu:.2f} | {per:.0f} |")
-    names = list(summary)
-    show()
-    show(
-        f"Ratios txheartbeat / Autobahn: memory {summary[names[0]][0] / summary[names[1]][0]:.2f}, "
-        f"CPU {summary[names[0]][1] / summary[names[1]][1]:.2f} (target ≤ 1 on both)."
-    )
-    show()
+    # Section 3 is benchmarks/scale.py (run alone for the breakdown and cProfile options).
+    for line in scale.markdown(
+        scale.measure(**scale.options(quick), log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    ):
+        show(line)  # (its last line is blank)
 
     settings = storm.options(quick)
     count, outages, kinds = settings.pop("count"), settings.pop("outages"), settings.pop("kinds")

@@ -1,6 +1,7 @@
 """The benchmark script runs (it asserts nothing about speed: machines here are shared)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,14 @@ def test_quick_benchmarks_run(tmp_path):
     for heading in (
         "## 1. Dead-peer detection",
         "## 2. Hot-path overhead",
-        "## 3. Idle scale",
+        "## 3. Idle scale (both ends) and frozen-at-once detection",
         "## 4. Reconnect storm",
     ):
         assert heading in text
     assert "| txheartbeat |" in text
+    section3 = text.split("## 3.", 1)[1].split("## 4.", 1)[0]
+    if shutil.which("node") and "npm" not in section3:
+        # Section 3's Node-based parts ran (without node, or ws and npm to fetch it, they are skipped with the reason).
+        for part in ("### A. Server end", "### B. Client end", "### D. Frozen at once"):
+            assert part in text
+        assert "Run failed" not in section3
