@@ -65,11 +65,11 @@ def echoFactory(reactor: Any) -> Any:
 
 def resetRun(resume: int, seed: int) -> None:
     """(a) in this process: echo server, reset proxy, one client; prints one JSON line."""
+    from common import say
     from resetproxy import ResetProxy
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
     from twisted.internet.task import LoopingCall, deferLater
-    from workers import say
 
     from txheartbeat import HeartbeatHandler, SendQueueFull, connect
 
@@ -148,8 +148,8 @@ def resetRun(resume: int, seed: int) -> None:
 
 def server() -> None:
     """(b) the echo server, pinned to CPU 0; prints its port."""
+    from common import pin, say
     from twisted.internet import reactor
-    from workers import pin, say
 
     pin(0)
     port = reactor.listenTCP(0, echoFactory(reactor), interface="127.0.0.1")
@@ -159,8 +159,8 @@ def server() -> None:
 
 def echoRate(resume: int, url: str, seconds: float) -> None:
     """(b) round trips for ``seconds``, pinned to CPU 1; prints rate and client CPU per round trip."""
+    from common import cpuSeconds, pin, say
     from twisted.internet import reactor
-    from workers import cpuSeconds, pin, say
 
     from txheartbeat import HeartbeatClientFactory, HeartbeatHandler
 
@@ -198,13 +198,9 @@ WORKERS: Dict[str, Callable[..., None]] = {"resetRun": resetRun, "server": serve
 
 
 def worker(*args: Any, timeout: float = 120) -> Dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV
-    )
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"worker {args[0]} failed: {out.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    from common import runWorker
+
+    return runWorker(__file__, *args, timeout=timeout, env=ENV)
 
 
 def hotPath(runs: int, seconds: float) -> Dict[str, List[Dict[str, float]]]:
@@ -237,7 +233,8 @@ def checkout() -> str:
 
 
 def main() -> None:
-    from run import machine, versions  # benchmarks/run.py
+    from common import machine
+    from run import versions  # benchmarks/run.py
 
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter hot-path runs (under 40 s in all)")

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 
 import scale  # benchmarks/scale.py, next to this file
 import storm  # benchmarks/storm.py, next to this file
+from common import machine, runWorker
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -32,13 +33,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTH
 
 
 def worker(*args: Any, timeout: float = 300) -> Dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, WORKERS, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV
-    )
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"worker {args[0]} failed: {out.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    return runWorker(WORKERS, *args, timeout=timeout, env=ENV)
 
 
 class Server:
@@ -151,18 +146,6 @@ def versions() -> Dict[str, str]:
         except Exception:
             out[name] = "?"
     return out
-
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu})"
 
 
 def main() -> None:

@@ -44,7 +44,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
 import statistics
@@ -57,6 +56,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import storm  # benchmarks/storm.py, next to this file: the node cache and the worker-process plumbing
+from common import cpuSeconds, machine, raiseFileLimit, rssBytes, say
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -913,29 +913,6 @@ def reconnectText(r: Result) -> List[str]:
 # Workers (each in its own process) ------------------------------------------------
 
 
-def raiseFileLimit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def say(**figures: Any) -> None:
-    print(json.dumps(figures), flush=True)
-
-
-def rssBytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpuSeconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def shortPath(path: str) -> str:
     """A source path as ``package/module.py`` (site-packages, the txheartbeat tree, the standard library)."""
     import sysconfig
@@ -1465,18 +1442,6 @@ def checkout() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return text
-
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu})"
 
 
 def main() -> None:

@@ -7,9 +7,7 @@ Each mode prints one JSON line on stdout with its figures.  Every peer is on
 
 from __future__ import annotations
 
-import json
 import os
-import resource
 import sys
 import time
 from typing import Any, Dict, List
@@ -21,40 +19,13 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
     connectWS,
 )
+from common import cpuSeconds, pin, raiseFileLimit, rssBytes, say
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.internet.task import deferLater
 
 from txheartbeat import HeartbeatClientFactory, HeartbeatHandler, HeartbeatTimeout
-
-
-def say(**figures: Any) -> None:
-    print(json.dumps(figures), flush=True)
-
-
-def raiseFileLimit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def pin(cpu: int) -> None:
-    """Keep this process on one core so that client and server do not trade places."""
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
-
-
-def rssBytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpuSeconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def sleep(seconds: float) -> Deferred:

@@ -685,18 +685,10 @@ def httpGet(url: str) -> Tuple[int, Dict[str, str], str]:
 
 def handshake(port: int, origin=None, path: str = "/") -> str:
     """The status line a raw WebSocket upgrade request (with that ``Origin``, if any) is answered with."""
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-    ]
-    if origin is not None:
-        lines.append(f"Origin: {origin}")
+    from .test_origins import request
+
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        s.sendall(request(port, origin, path))
         return s.makefile("rb").readline().decode().strip()
 
 

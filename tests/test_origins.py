@@ -28,9 +28,10 @@ class Raw(protocol.Protocol):
         self.done.callback(self.data)
 
 
-def request(port: int, origin) -> bytes:
+def request(port: int, origin, path: str = "/") -> bytes:
+    """A raw WebSocket upgrade request, with that ``Origin`` if any."""
     lines = [
-        "GET / HTTP/1.1",
+        f"GET {path} HTTP/1.1",
         f"Host: 127.0.0.1:{port}",
         "Upgrade: websocket",
         "Connection: Upgrade",

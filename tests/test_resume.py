@@ -78,6 +78,15 @@ def client(reactor, handler):
     return factory
 
 
+def newClient(reactor, handler, **options):
+    """A started resume client on ``reactor``: no heartbeat, exact delays unless ``options`` say otherwise."""
+    options.setdefault("pingInterval", None)
+    options.setdefault("jitter", 0.0)
+    factory = HeartbeatClientFactory(URL, handler, reactor=reactor, resume=True, **options)
+    factory.connect().addErrback(lambda f: None)
+    return factory
+
+
 def numbers(prefix, start, stop):
     return [f"{prefix}{i}" for i in range(start, stop)]
 
@@ -240,10 +249,7 @@ def test_unknown_token_after_server_restart_is_a_lost_session(reactor, handler, 
 
 def test_replay_buffer_full_raises_and_drops_nothing(reactor, handler, server):
     """When the replay buffer is full send() raises SendQueueFull; every accepted message still arrives, once."""
-    factory = HeartbeatClientFactory(
-        URL, handler, reactor=reactor, resume=True, jitter=0.0, pingInterval=None, replayBufferSize=64
-    )
-    factory.connect()
+    newClient(reactor, handler, replayBufferSize=64)
     link = reactor.accept(server)
     link.reset()  # disconnected: nothing can be acknowledged
     sendAll(handler, numbers("m", 0, 64))
@@ -259,10 +265,7 @@ def test_replay_buffer_full_raises_and_drops_nothing(reactor, handler, server):
 
 def test_replay_buffer_full_while_open_and_unanswered(reactor, handler, server):
     """Open but the peer never acknowledges (black hole): send() raises once the bound in bytes is reached."""
-    factory = HeartbeatClientFactory(
-        URL, handler, reactor=reactor, resume=True, jitter=0.0, pingInterval=None, replayBufferBytes=65536
-    )
-    factory.connect()
+    newClient(reactor, handler, replayBufferBytes=65536)
     link = reactor.accept(server)
     link.blackhole()
     sent = 0
@@ -450,10 +453,7 @@ def test_close_while_disconnected_returns_the_unacked(reactor, handler, server, 
 
 def test_give_up_reports_the_lost_session_first(reactor, handler, server):
     """Giving up ends the session: onSessionLost with the unacknowledged messages, then onGiveUp."""
-    factory = HeartbeatClientFactory(
-        URL, handler, reactor=reactor, resume=True, jitter=0.0, pingInterval=None, maxRetries=0
-    )
-    factory.connect().addErrback(lambda f: None)
+    newClient(reactor, handler, maxRetries=0)
     link = reactor.accept(server)
     sendAll(handler, ["a"])
     link.reset()
@@ -656,10 +656,7 @@ def test_a_raising_on_message_still_counts_the_message(reactor, handler, client)
 def test_a_message_the_client_refuses_ends_the_session(reactor, handler):
     """A server message the client refuses (too big) is not replayed forever: the session ends, both sides are told."""
     server = SessionServer(reactor)
-    factory = HeartbeatClientFactory(
-        URL, handler, reactor=reactor, resume=True, jitter=0.0, pingInterval=None, maxMessagePayloadSize=1000
-    )
-    factory.connect()
+    newClient(reactor, handler, maxMessagePayloadSize=1000)
     reactor.accept(server)
     session = serverSession(server)
     session.send("x" * 2000)

@@ -24,7 +24,6 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from txheartbeat import (
-    HeartbeatClientFactory,
     HeartbeatServerFactory,
     NotConnected,
     ProtocolError,
@@ -34,20 +33,12 @@ from txheartbeat._resume import ackPayload, parseHeader, pingPayload
 from txheartbeat.testing import MemoryReactor, RecordingHandler
 
 from .conftest import URL
-from .test_resume import Recorder, SessionServer
+from .test_resume import Recorder, SessionServer, newClient
 
 # Helpers ---------------------------------------------------------------------------
 
 
 # (Recorder and SessionServer are the unit tests' own)
-
-
-def newClient(reactor: MemoryReactor, handler: RecordingHandler, **options: Any) -> HeartbeatClientFactory:
-    options.setdefault("pingInterval", None)
-    options.setdefault("jitter", 0.0)
-    factory = HeartbeatClientFactory(URL, handler, reactor=reactor, resume=True, **options)
-    factory.connect().addErrback(lambda f: None)
-    return factory
 
 
 def only(server: SessionServer):

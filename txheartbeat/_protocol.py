@@ -443,8 +443,8 @@ class HeartbeatMixin:
         super()._onPing(payload)  # type: ignore[misc]
         # A pong must echo the ping; what this side received since its last
         # acknowledgement goes in a second one, so a quiet peer's buffer empties too.
-        if stream.received != stream.ackSent and self.state == WebSocketProtocol.STATE_OPEN:
-            self.sendPong(ackPayload(stream.ackValue()))  # type: ignore[attr-defined]
+        if stream.received != stream.ackSent:
+            self.acknowledge(stream)
 
     def _onPong(self, payload: bytes) -> None:
         if self._stream is not None:

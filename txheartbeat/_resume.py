@@ -381,7 +381,6 @@ class ServerSession:
     #: how many times the client came back to this session
     resumes: int = 0
     _expiry: Optional[IDelayedCall] = None
-    ended = False
 
     def __init__(self, token: str, stream: SessionStream) -> None:
         self._token = token
@@ -392,6 +391,11 @@ class ServerSession:
 
     def __repr__(self) -> str:  # never the token
         return f"<ServerSession {self.id} sent={self.stream.sent} received={self.stream.received}>"
+
+    @property
+    def ended(self) -> bool:
+        """Whether the session is over (closed by its client, expired or refused): it cannot resume."""
+        return self.stream.ended
 
     @property
     def unacked(self) -> List[Message]:
@@ -520,7 +524,7 @@ class ServerSessions:
 
     def end(self, session: ServerSession) -> None:
         """Forget ``session``: it can no longer be resumed."""
-        session.ended = session.stream.ended = True
+        session.stream.ended = True
         if session._expiry is not None:
             session._expiry.cancel()
             session._expiry = None

@@ -179,13 +179,12 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         stream = self._stream
         if stream is not None:  # in a session every message is the application's
             # Counted first: an onMessage that raises still received it (else a resume would repeat it).
-            if stream.delivered(len(payload)):
-                try:
-                    super()._onMessage(payload, isBinary)
-                finally:
-                    self.acknowledge(stream)
-            else:
+            due = stream.delivered(len(payload))
+            try:
                 super()._onMessage(payload, isBinary)
+            finally:
+                if due:
+                    self.acknowledge(stream)
             return
         if self.superseded:
             return
