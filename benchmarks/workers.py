@@ -19,9 +19,9 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
     connectWS,
 )
-from common import cpuSeconds, pin, raiseFileLimit, rssBytes, say
+from common import cpuSeconds, pin, raiseFileLimit, say
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.internet.task import deferLater
 
@@ -196,55 +196,6 @@ class AutobahnReconnecting(WebSocketClientFactory, ReconnectingClientFactory):
 
     def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
         ReconnectingClientFactory.clientConnectionFailed(self, connector, reason)
-
-
-class AutobahnIdle(WebSocketClientProtocol):
-    def onOpen(self) -> None:
-        self.factory.resetDelay()
-        self.factory.opened.callback(None)
-
-
-def idle(kind: str, url: str, count: int, interval: float, idleSeconds: float) -> None:
-    raiseFileLimit()
-    n, ping, window = count, float(interval), float(idleSeconds)
-
-    async def main() -> None:
-        await sleep(0.2)
-        bare = rssBytes()
-        keep: List[Any] = []
-        for start in range(0, n, 250):
-            opened: List[Deferred] = []
-            for _ in range(start, min(n, start + 250)):
-                if kind == "txheartbeat":
-                    h = HeartbeatHandler()
-                    f = HeartbeatClientFactory(url, h, pingInterval=ping, pongTimeout=ping, reactor=reactor)
-                    opened.append(f.connect())
-                    keep.append(f)
-                else:
-                    f = AutobahnReconnecting(url)
-                    f.protocol = AutobahnIdle
-                    f.setProtocolOptions(autoPingInterval=ping, autoPingTimeout=ping)
-                    f.opened = Deferred()
-                    opened.append(f.opened)
-                    connectWS(f)
-                    keep.append(f)
-            await gatherResults(opened)
-        await sleep(ping * 1.5)  # let the first heartbeats go round
-        loaded = rssBytes()
-        cpu0, wall0 = cpuSeconds(), time.monotonic()
-        await sleep(window)
-        cpu, wall = cpuSeconds() - cpu0, time.monotonic() - wall0
-        heartbeats = n * wall / ping
-        say(
-            connections=n,
-            rssPerConnection=(loaded - bare) / n,
-            cpuPerMinute=cpu * 60 / wall,
-            microsecondsPerHeartbeat=cpu / heartbeats * 1e6,
-        )
-        reactor.stop()
-
-    ensureDeferred(main())
-    reactor.run()
 
 
 # 4. Reconnect storm ------------------------------------------------------------------
