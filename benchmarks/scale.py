@@ -506,7 +506,7 @@ def summary(r: Result) -> str:
     )
 
 
-def profiled(part: str, count: int, ping: float, window: float, node: List[str], top: int = 15) -> List[str]:
+def profiled(part: str, count: int, ping: float, window: float, node: List[str], top: int = 30) -> List[str]:
     """
     One txheartbeat run of ``part`` with the process measured under cProfile:
     ``frozen`` (D without reconnects, from the freeze to the last verdict),

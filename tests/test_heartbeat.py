@@ -303,3 +303,101 @@ def test_unknown_progress_changes_nothing(rec):
     hb.start()
     advanceStepwise(rec.clock, 3.0)
     assert rec.deaths == [3.0]
+
+
+# The shared timelines ---------------------------------------------------------
+
+
+def test_heartbeats_with_the_same_delays_share_one_delayed_call():
+    """1,000 heartbeats on one clock keep one delayed call pending, yet each pings exactly interval after its own start."""
+    clock = Clock()
+    pings: List[tuple] = []
+    beats, starts = [], []
+    for i in range(1000):
+        hb = Heartbeat(clock, 5.0, 5.0, lambda i=i: pings.append((i, clock.seconds())), lambda idle: None)
+        hb.start()
+        beats.append(hb)
+        starts.append(clock.seconds())
+        clock.advance(0.004)
+    assert len(clock.getDelayedCalls()) == 1
+    advanceStepwise(clock, 6.0)
+    assert pings == [(i, start + 5.0) for i, start in enumerate(starts)]
+    assert len(clock.getDelayedCalls()) == 1  # the 1,000 pong deadlines
+    for hb in beats:
+        hb.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_timeline_never_fires_early_and_keeps_order_with_other_calls():
+    """Calls due at 5 and 7 on a timeline and another delayed call at 6 run in time order, each at or after its time."""
+    from txheartbeat._heartbeat import Timeline
+
+    clock = Clock()
+    line = Timeline(clock, 5.0)
+    ran = []
+    line.callLater(lambda: ran.append(("a", clock.seconds())))
+    clock.advance(2)
+    line.callLater(lambda: ran.append(("c", clock.seconds())))
+    clock.callLater(4, lambda: ran.append(("b", clock.seconds())))
+    clock.pump([1.0] * 10)
+    assert ran == [("a", 5.0), ("b", 6.0), ("c", 7.0)]
+
+
+def test_timeline_cancel_moves_the_one_delayed_call_and_lets_go():
+    """Cancelling the first call re-arms for the next; cancelling the last leaves no delayed call and drops the callable."""
+    import gc
+    import weakref
+
+    from txheartbeat._heartbeat import Timeline
+
+    class Target:
+        def run(self) -> None:
+            ran.append(clock.seconds())
+
+    clock = Clock()
+    line = Timeline(clock, 5.0)
+    ran: List[float] = []
+    target = Target()
+    alive = weakref.ref(target)
+    first = line.callLater(target.run)
+    clock.advance(1)
+    second = line.callLater(lambda: ran.append(clock.seconds()))
+    first.cancel()
+    (call,) = clock.getDelayedCalls()
+    assert call.getTime() == 6.0 and not first.active() and second.active()
+    del target
+    gc.collect()
+    assert alive() is None  # a cancelled call keeps nothing alive while it waits in the deque
+    second.cancel()
+    assert clock.getDelayedCalls() == []
+    clock.advance(10)
+    assert ran == []
+
+
+def test_timeline_call_that_raises_leaves_the_others_due():
+    """A call that raises escapes as any delayed call's would; the calls due with it still run (in the next pass)."""
+    from txheartbeat._heartbeat import Timeline
+
+    clock = Clock()
+    line = Timeline(clock, 5.0)
+    ran = []
+
+    def boom() -> None:
+        raise ZeroDivisionError
+
+    line.callLater(boom)
+    line.callLater(lambda: ran.append(clock.seconds()))
+    with pytest.raises(ZeroDivisionError):
+        clock.advance(5)
+    clock.advance(0)
+    assert ran == [5.0]
+
+
+def test_timeline_is_shared_per_clock_and_delay():
+    """One timeline per (clock, delay): another delay or another clock gets its own."""
+    from txheartbeat._heartbeat import Timeline
+
+    a, b = Clock(), Clock()
+    assert Timeline.on(a, 5.0) is Timeline.on(a, 5.0)
+    assert Timeline.on(a, 5.0) is not Timeline.on(a, 10.0)
+    assert Timeline.on(a, 5.0) is not Timeline.on(b, 5.0)

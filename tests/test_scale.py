@@ -13,12 +13,16 @@ from twisted.internet.task import deferLater
 from txheartbeat import HeartbeatClientFactory, HeartbeatServerFactory, HeartbeatServerProtocol, ProtocolError
 from txheartbeat._protocol import STATE_DEFAULTS, HeartbeatMixin
 from txheartbeat._server import HeartbeatServerProtocol as ServerProtocol
+from txheartbeat._tcpinfo import kernelProgress, outboundProgress, userBacklog
 from txheartbeat.testing import MemoryReactor, RecordingHandler
 
 from .conftest import URL
 
 #: sha256 (first 16 hex digits) of Autobahn's WebSocketProtocol.sendData source that HeartbeatMixin.sendData mirrors
 SEND_DATA_DIGEST = "5dcca425b048b07e"
+#: the same for the Autobahn frame reading HeartbeatMixin._pongOnly stands in for, and the ping sending _sendPing does
+RECEIVE_DIGEST = "58159acb031bbe36"
+PING_DIGEST = "b8dc7c87f2853a61"
 
 
 def opened(monkeypatch, **clientOptions):
@@ -182,8 +186,13 @@ def test_write_now_relies_on_twisted_attributes_that_exist():
                 "offset",
                 "dataBuffer",
                 "socket",
+                "_tempDataLen",
+                "TLS",
             ):
                 assert hasattr(transport, name), name
+            # The heartbeat's progress probe reads them directly on plain TCP: same answer as the general walk.
+            acked, queued = kernelProgress(transport.socket)
+            assert outboundProgress(transport) == (acked, queued + userBacklog(transport))
         handler.send("x" * 1000)
         transport = handler.protocol.transport
         assert transport._tempDataBuffer == [] and transport.offset == len(transport.dataBuffer)
@@ -194,3 +203,120 @@ def test_write_now_relies_on_twisted_attributes_that_exist():
         handler.close()
         yield handler.whenClosed()
         yield port.stopListening()
+
+
+def digest(*functions) -> str:
+    import hashlib
+    import inspect
+
+    return hashlib.sha256("".join(inspect.getsource(f) for f in functions).encode()).hexdigest()[:16]
+
+
+def test_autobahn_frame_reading_and_ping_are_the_ones_txheartbeat_shortcuts():
+    """_pongOnly, dataReceived and _sendPing stand in for these Autobahn methods: a change to any fails here, to be looked at."""
+    from autobahn.twisted.websocket import WebSocketAdapterProtocol as A
+    from autobahn.websocket.protocol import WebSocketProtocol as W
+
+    read = (A.dataReceived, W._dataReceived, W.consumeData, W.processData, W.onFrameBegin, W.onFrameData)
+    assert digest(*read, W.onFrameEnd, W.processControlFrame, A._onPong) == RECEIVE_DIGEST, "re-check _pongOnly"
+    assert digest(W.sendPing, W.sendFrame) == PING_DIGEST, "re-check HeartbeatMixin._sendPing"
+
+
+def frame(opcode: int, payload: bytes, mask: bytes = b"", first: int = 0x80) -> bytes:
+    """A WebSocket frame (payload of at most 125 bytes), masked with ``mask`` if given."""
+    from txheartbeat._protocol import xorMask
+
+    return (
+        bytes((first | opcode, (0x80 if mask else 0) | len(payload)))
+        + mask
+        + (xorMask(mask, payload) if mask else payload)
+    )
+
+
+@pytest.fixture
+def pinging(monkeypatch):
+    """An open in-memory pair with heartbeats on both ends; records Autobahn's frame parsing and every pong."""
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    reactor = MemoryReactor()
+    server = HeartbeatServerFactory(URL, pingInterval=5, reactor=reactor)
+    handler = RecordingHandler(reactor)
+    HeartbeatClientFactory(URL, handler, reactor=reactor, pingInterval=5).connect()
+    link = reactor.accept(server)
+    parsed, pongs = [], []
+    original = WebSocketProtocol.processData
+    monkeypatch.setattr(WebSocketProtocol, "processData", lambda self: parsed.append(self) or original(self))
+    for end in (link.server, link.client):
+        monkeypatch.setattr(end, "onPong", lambda payload, end=end: pongs.append((end, payload)))
+    return link, handler, parsed, pongs
+
+
+MASK = b"\x01\x02\x03\x04"
+
+
+@pytest.mark.parametrize("length", [0, 1, 8, 12, 125])
+def test_a_whole_pong_skips_autobahns_parser_on_both_ends(pinging, length):
+    """A read that is exactly one pong (masked towards the server, not towards the client) is answered without Autobahn's parser, payload intact, octets counted."""
+    link, _, parsed, pongs = pinging
+    payload = bytes(range(length))
+    before = link.server.trafficStats.incomingOctetsWireLevel
+    link.server.dataReceived(frame(10, payload, MASK))
+    link.client.dataReceived(frame(10, payload))
+    assert pongs == [(link.server, payload), (link.client, payload)] and parsed == []
+    assert link.server.trafficStats.incomingOctetsWireLevel == before + 6 + length
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["split", "with a message", "after a partial frame", "unmasked to server", "masked to client", "logFrames", "rsv"],
+)
+def test_anything_but_a_whole_pong_goes_through_autobahn(pinging, case):
+    """Split pongs, pongs sharing a read, partial frames, wrong masking, frame logging and RSV bits: Autobahn's parser decides, as before."""
+    link, handler, parsed, pongs = pinging
+    server, client = link.server, link.client
+    pong = frame(10, b"12345678", MASK)
+    if case == "split":
+        server.dataReceived(pong[:3])
+        server.dataReceived(pong[3:])
+        assert pongs == [(server, b"12345678")]
+    elif case == "with a message":
+        client.dataReceived(frame(10, b"p") + frame(1, b"hello"))
+        assert pongs == [(client, b"p")] and handler.received() == [b"hello"]
+    elif case == "after a partial frame":
+        message = frame(1, b"hello")
+        client.dataReceived(message[:2])
+        client.dataReceived(message[2:] + frame(10, b"p"))
+        assert handler.received() == [b"hello"] and pongs == [(client, b"p")]
+    elif case == "unmasked to server":
+        server.dataReceived(frame(10, b"p"))
+        assert pongs == [] and server.failure is not None  # Autobahn: unmasked client-to-server frame
+    elif case == "masked to client":
+        client.dataReceived(frame(10, b"p", MASK))
+        assert pongs == [] and client.failure is not None
+    elif case == "logFrames":
+        server.logFrames = True
+        server.dataReceived(pong)
+        assert pongs == [(server, b"12345678")]
+    else:
+        server.dataReceived(frame(10, b"p", MASK, first=0x90))
+        assert pongs == [] and server.failure is not None  # Autobahn: RSV without an extension
+    assert parsed != []
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_heartbeat_ping_frames_are_autobahns(pinging, monkeypatch, side):
+    """The ping frame built for a heartbeat is byte for byte what Autobahn's sendPing writes (with the same mask)."""
+    import os
+    import random
+
+    link, _, _, _ = pinging
+    end, transport = (link.server, link.serverTransport) if side == "server" else (link.client, link.clientTransport)
+    monkeypatch.setattr(os, "urandom", lambda n: MASK)
+    monkeypatch.setattr(random, "getrandbits", lambda bits: int.from_bytes(MASK, "big"))
+    for payload in (b"", b"12345678", bytes(125)):
+        transport.clear()
+        end._sendPing(payload)
+        ours = transport.value()
+        transport.clear()
+        end.sendPing(payload)
+        assert ours == transport.value() != b""

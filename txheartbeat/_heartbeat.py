@@ -2,13 +2,16 @@
 Liveness logic shared by the client and the server, with no I/O of its own.
 
 A :class:`Heartbeat` is told about inbound traffic and drives two callbacks:
-"send a heartbeat now" and "the peer is dead".  It owns exactly one pending
-delayed call on the clock it was given.
+"send a heartbeat now" and "the peer is dead".  It has at most one call
+pending on the clock it was given, most of the time on a :class:`Timeline`
+that every heartbeat with the same delay on that clock shares.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+import weakref
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Optional, Tuple, Union
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -38,6 +41,116 @@ def checkByteCount(name: str, value: Optional[int]) -> None:
 
 
 _SLACK = 1e-9
+
+
+class _Entry:
+    """One call in a :class:`Timeline` (the part of ``IDelayedCall`` that heartbeats use)."""
+
+    __slots__ = ("due", "func", "_line")
+
+    def __init__(self, due: float, func: Callable[[], object], line: Timeline) -> None:
+        self.due = due
+        self.func: Optional[Callable[[], object]] = func
+        self._line = line
+
+    def getTime(self) -> float:
+        return self.due
+
+    def active(self) -> bool:
+        return self.func is not None
+
+    def cancel(self) -> None:
+        if self.func is not None:
+            self.func = None  # (also lets go of what the call would have reached)
+            self._line._cancelled(self)
+
+
+_FIRING: Any = object()
+
+
+class Timeline:
+    """
+    Calls due a fixed ``delay`` after they were made, on one delayed call of ``clock``.
+
+    Every call on a timeline comes due in the order it was made, so a deque
+    keeps them sorted for free; the reactor holds one delayed call, armed
+    for the first call still wanted.  At 10,000 connections this replaces
+    two pushes and a pop per heartbeat on a heap of 10,000 delayed calls
+    (about 30 comparisons, each a Python call) with appends to a deque and
+    one delayed call on a heap that stays a few entries long.  A cancelled
+    call is dropped when it reaches the front; the delayed call is never
+    armed for it.
+
+    Calls due at the same instant run in the order they were made, in one
+    pass; a call due later runs from its own delayed call, so calls of
+    different timelines and other delayed calls keep their order on any
+    clock (``task.Clock`` included).  A call that raises is reported by the
+    reactor as any delayed call's would be, and the calls after it still run.
+    """
+
+    __slots__ = ("_clock", "_delay", "_entries", "_call", "__weakref__")
+
+    _lines: weakref.WeakKeyDictionary[Any, Dict[float, Timeline]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, clock: IReactorTime, delay: float) -> None:
+        self._clock = clock
+        self._delay = delay
+        self._entries: Deque[_Entry] = deque()
+        self._call: Optional[IDelayedCall] = None
+
+    @classmethod
+    def on(cls, clock: IReactorTime, delay: float) -> Timeline:
+        """The timeline of ``delay`` on ``clock``, shared by every heartbeat on it."""
+        try:
+            lines = cls._lines.get(clock)
+            if lines is None:
+                lines = cls._lines[clock] = {}
+        except TypeError:  # a clock that cannot be weakly referenced
+            return cls(clock, delay)
+        line = lines.get(delay)
+        if line is None:
+            line = lines[delay] = cls(clock, delay)
+        return line
+
+    def callLater(self, func: Callable[[], object]) -> _Entry:
+        """Call ``func`` ``delay`` seconds from now; cancel with the result's ``cancel()``."""
+        entry = _Entry(self._clock.seconds() + self._delay, func, self)
+        self._entries.append(entry)
+        if self._call is None:
+            self._call = self._clock.callLater(self._delay, self._fire)  # (due at entry.due exactly)
+        return entry
+
+    def _arm(self) -> None:
+        entries = self._entries
+        while entries and entries[0].func is None:
+            entries.popleft()
+        if entries:
+            self._call = self._clock.callLater(max(0.0, entries[0].due - self._clock.seconds()), self._fire)
+        else:
+            self._call = None
+
+    def _cancelled(self, entry: _Entry) -> None:
+        call = self._call
+        if call is not None and call is not _FIRING and self._entries[0] is entry:
+            call.cancel()  # the front went: re-arm for the next call still wanted (or none)
+            self._arm()
+
+    def _fire(self) -> None:
+        self._call = _FIRING
+        entries = self._entries
+        try:
+            # (The front is wanted: a cancelled front re-arms.)  Never early,
+            # whatever the rounding of the delay it was armed with.
+            if not entries or entries[0].due > self._clock.seconds():
+                return
+            due = entries[0].due
+            while entries and entries[0].due <= due:
+                entry = entries.popleft()
+                func, entry.func = entry.func, None
+                if func is not None:
+                    func()
+        finally:
+            self._arm()
 
 
 class Heartbeat:
@@ -88,6 +201,8 @@ class Heartbeat:
         "_onDead",
         "_onAnswer",
         "_call",
+        "_idleLine",
+        "_deadLine",
         "_pingSentAt",
         "_progress",
         "_position",
@@ -113,7 +228,9 @@ class Heartbeat:
         self._sendPing = sendPing
         self._onDead = onDead
         self._onAnswer = onAnswer
-        self._call: Optional[IDelayedCall] = None
+        self._call: Union[IDelayedCall, _Entry, None] = None
+        self._idleLine = Timeline.on(clock, interval)
+        self._deadLine = None if timeout is None else Timeline.on(clock, timeout)
         self._pingSentAt: Optional[float] = None
         self._progress = progress
         self._position: Optional[int] = None  # outbound position when last looked at
@@ -156,7 +273,14 @@ class Heartbeat:
                 self._onAnswer(now - sentAt)
 
     def _schedule(self, delay: float, what: Callable[[], None]) -> None:
-        self._call = self._clock.callLater(delay, what)
+        # The two fixed delays go on the clock's shared timelines; the rest of
+        # an interval and the zero-delay verdict are ordinary delayed calls.
+        if delay == self._interval:
+            self._call = self._idleLine.callLater(what)
+        elif delay == self._timeout:
+            self._call = self._deadLine.callLater(what)  # type: ignore[union-attr]
+        else:
+            self._call = self._clock.callLater(delay, what)
 
     def _idleCheck(self) -> None:
         self._call = None

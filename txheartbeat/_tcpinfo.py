@@ -1,8 +1,8 @@
 """
 What the operating system knows about a connection's outbound progress.
 
-The heartbeat asks this only when a pong deadline would otherwise declare the
-peer dead (never per message): have bytes of ours been acknowledged by the
+The heartbeat asks this when it sends a heartbeat and when a pong deadline
+would otherwise declare the peer dead (never per message): have bytes of ours been acknowledged by the
 peer's TCP since the last look, and is anything of ours still waiting to go?
 
 On Linux the answer comes from the socket: ``TCP_INFO``'s ``tcpi_bytes_acked``
@@ -20,10 +20,14 @@ import struct
 import sys
 from typing import Any, Optional, Tuple
 
+from twisted.internet import tcp
+
 #: ``(position, backlog)``: ``position`` grows with outbound progress (compare
 #: two samples of the same connection only); ``backlog`` is bytes of ours not
 #: yet acknowledged (Linux) or not yet handed to the kernel (elsewhere).
 Progress = Tuple[int, int]
+
+_PLAIN_TCP = (tcp.Server, tcp.Client)  # (connectSSL's transport is a protocol wrapper; startTLS sets TLS)
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
 _BYTES_ACKED = struct.Struct("=Q")  # struct tcp_info.tcpi_bytes_acked, at offset 120 (Linux >= 4.1)
@@ -91,6 +95,12 @@ def outboundProgress(transport: Any) -> Optional[Progress]:
     ``None`` when the transport has neither a TCP socket nor a write buffer
     to look at (e.g. a test double).
     """
+    if type(transport) in _PLAIN_TCP and not transport.TLS:
+        # The common case, sampled at every heartbeat: Twisted's TCP
+        # connection, its buffer and socket read directly (as writeNow does).
+        kernel = kernelProgress(transport.socket)
+        if kernel is not None:
+            return kernel[0], kernel[1] + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
     user = userBacklog(transport)
     sock = tcpSocket(transport)
     if sock is not None:
