@@ -311,12 +311,14 @@ def frozenAtOnce(
     reconnect: bool,
     observe: float = 0.0,
     profile: Optional[str] = None,
+    freezeGc: bool = False,
 ) -> Result:
     """
     ``count`` txheartbeat clients of a node server that pings each at its own
     phase; the server is stopped (SIGSTOP) and every client's verdict recorded.
     With ``reconnect`` the clients keep their default retries, and ``observe``
     seconds after the last verdict the sockets to the frozen server are counted.
+    With ``freezeGc`` the client process calls ``gc.freeze()`` once all are open.
     """
     procs: List[Peer] = []
     server: Optional[Peer] = None
@@ -336,6 +338,7 @@ def frozenAtOnce(
             cpu=0,
             openFor=openFor,
             profile=profile or "",
+            freezeGc=freezeGc,
         )
         procs.append(client)
         ready = client.need("ready", openFor + 60)
@@ -362,7 +365,15 @@ def frozenAtOnce(
             sockets["observedFor"] = time.monotonic() - frozeAt
         client.send("report")
         got = client.need("lateness", 60)
-        return {**got, "frozeAt": frozeAt, "ready": ready, "allDeclared": done is not None, "sockets": sockets}
+        return {
+            **got,
+            "frozeAt": frozeAt,
+            "ready": ready,
+            "allDeclared": done is not None,
+            "sockets": sockets,
+            "reconnect": reconnect,
+            "freezeGc": freezeGc,
+        }
     finally:
         if server is not None:
             server.signal(signal.SIGCONT)
@@ -481,12 +492,16 @@ def measure(
         out["breakdownCount"] = breakdown
         out["before"] = before
     if "frozen" in only:
-        for reconnect in (False, True) if frozenReconnect else (False,):
+        for reconnect, freezeGc in (
+            ((False, False), (True, False), (True, True)) if frozenReconnect else ((False, False),)
+        ):
             r = attempt(
-                f"frozen at once, reconnect {'on' if reconnect else 'off'}",
-                lambda r=reconnect: frozenAtOnce(count, ping, ping, node, reconnect=r, observe=12.0),
+                f"frozen at once, reconnect {'on' if reconnect else 'off'}{', gc.freeze()' if freezeGc else ''}",
+                lambda r=reconnect, g=freezeGc: frozenAtOnce(
+                    count, ping, ping, node, reconnect=r, observe=12.0, freezeGc=g
+                ),
             )
-            r["reconnect"] = reconnect
+            r.update(reconnect=reconnect, freezeGc=freezeGc)
             out["frozen"].append(r)
     out["wallSeconds"] = time.monotonic() - began
     return out
@@ -825,7 +840,7 @@ def frozenMarkdown(results: Result) -> List[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["frozen"]:
-        name = "reconnect (defaults)" if r.get("reconnect") else "no reconnect (`shouldRetry` → False)"
+        name = frozenName(r)
         if "error" in r:
             lines.append(f"| {name} | error | | | | | | |")
             continue
@@ -850,10 +865,16 @@ def frozenMarkdown(results: Result) -> List[str]:
     return lines
 
 
+def frozenName(r: Result) -> str:
+    """How a frozen-at-once run's clients were set up."""
+    name = "reconnect (defaults)" if r.get("reconnect") else "no reconnect (`shouldRetry` → False)"
+    return name + (", `gc.freeze()` once all were open" if r.get("freezeGc") else "")
+
+
 def gcText(r: Result, n: int, late: float = 20.0, long: float = 10.0) -> List[str]:
     """Python's GC passes after the freeze, and how many late verdicts were due during one."""
     pauses = r["gcPauses"]
-    name = "With reconnects" if r.get("reconnect") else "Without reconnects"
+    name = frozenName(r)[0].upper() + frozenName(r)[1:]
     objects = r.get("ready", {}).get("gcObjects")
     text = (
         f"{name}: " if not objects else f"{name}: the client process's GC tracked {objects:,} objects before the freeze"
@@ -1284,7 +1305,15 @@ def clients(
 
 
 def frozenClients(
-    url: str, count: int, ping: float, pong: float, reconnect: bool, cpu: int, openFor: float = 130, profile: str = ""
+    url: str,
+    count: int,
+    ping: float,
+    pong: float,
+    reconnect: bool,
+    cpu: int,
+    openFor: float = 130,
+    profile: str = "",
+    freezeGc: bool = False,
 ) -> None:
     """
     ``count`` txheartbeat clients of ``url``; after ``freeze T`` (T: when the
@@ -1393,6 +1422,10 @@ def frozenClients(
         after = trackedTypes()
         grown = {k: v - bare.get(k, 0) for k, v in after.items()}
         top = sorted(grown.items(), key=lambda kv: -kv[1])[:8]
+        if freezeGc:
+            import gc
+
+            gc.freeze()  # (the recipe in README "At scale": what is alive now is never walked again)
         say(ready=time.monotonic(), gcObjects=sum(after.values()), gcPerClient=sum(grown.values()) / count, gcTypes=top)
 
     def failed(f: Any) -> None:

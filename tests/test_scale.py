@@ -320,3 +320,34 @@ def test_heartbeat_ping_frames_are_autobahns(pinging, monkeypatch, side):
         transport.clear()
         end.sendPing(payload)
         assert ours == transport.value() != b""
+
+
+@pytest_twisted.inlineCallbacks
+def test_idle_heartbeats_do_not_ask_the_kernel(monkeypatch):
+    """On an idle plain-TCP connection whose pongs come back, heartbeats compute the outbound position instead of sampling the kernel; the computed value is the kernel's; any write makes the next heartbeat sample again."""
+    from twisted.internet import reactor
+
+    import txheartbeat._tcpinfo as tcpinfo
+    from txheartbeat import HeartbeatHandler, connect
+
+    asked = []
+    real = tcpinfo.kernelProgress
+    monkeypatch.setattr(tcpinfo, "kernelProgress", lambda sock: asked.append(1) or real(sock))
+    server = HeartbeatServerFactory(pingInterval=None)
+    port = reactor.listenTCP(0, server, interface="127.0.0.1")
+    handler = HeartbeatHandler()
+    try:
+        yield connect(f"ws://127.0.0.1:{port.getHost().port}/", handler, reactor=reactor, pingInterval=0.05)
+        while handler.stats.heartbeatsAnswered < 6:
+            yield deferLater(reactor, 0.01, lambda: None)
+        assert len(asked) == 1  # the first heartbeat only
+        protocol = handler.protocol
+        computed = protocol._outboundProgress()
+        assert len(asked) == 1 and computed == real(protocol.transport.socket)
+        handler.send("x")
+        protocol._outboundProgress()
+        assert len(asked) == 2
+    finally:
+        handler.close()
+        yield handler.whenClosed()
+        yield port.stopListening()

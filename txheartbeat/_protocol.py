@@ -289,8 +289,9 @@ class HeartbeatMixin:
     failure: Optional[Failure] = None
     _closeCall: Optional[IDelayedCall] = None
     _pingMessage: PingMessage = None
-    #: the last ping frame sent: (sequence number, payload awaiting its pong or None, when sent)
-    _ping: Tuple[int, Optional[bytes], float] = (0, None, 0.0)
+    #: the last ping frame sent: (sequence number, payload awaiting its pong or None, when sent, the
+    #: count of octets written once it was, the kernel's acknowledged-octet position less that count)
+    _ping: Tuple[int, Optional[bytes], float, int, Optional[int]] = (0, None, 0.0, -1, None)
     #: bytes the write buffer may hold before ``sendMessage`` raises :class:`SendQueueFull` (``None``: no limit)
     maxBuffered: Optional[int] = None
     _drainWaiters: Optional[List[Tuple[int, Deferred[None]]]] = None  # created on first use
@@ -588,9 +589,9 @@ class HeartbeatMixin:
         self.heartbeat.start()
 
     def onPong(self, payload: bytes) -> None:
-        sequence, awaited, sentAt = self._ping
+        sequence, awaited, sentAt, written, offset = self._ping
         if awaited is not None and payload == awaited:
-            self._ping = (sequence, None, sentAt)
+            self._ping = (sequence, None, sentAt, written, offset)
             self.heartbeatAnswered(self.clock.seconds() - sentAt)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> Optional[bool]:
@@ -669,7 +670,32 @@ class HeartbeatMixin:
     # Internals ------------------------------------------------------------------
 
     def _outboundProgress(self) -> Optional[Progress]:
-        return outboundProgress(self.transport)
+        """
+        :func:`outboundProgress`, without asking the kernel when the answer is
+        known: on plain TCP, once the pong to our last ping came back and
+        nothing was written since, the peer's TCP has acknowledged everything
+        (each segment it sends carries the cumulative acknowledgement, and the
+        pong was sent after the ping arrived), so the position is the octet
+        count plus the offset the last real sample showed, and the backlog is
+        zero.  That is every heartbeat of an idle connection; a deadline, or
+        any write since, samples the kernel.
+        """
+        transport = self.transport
+        if type(transport) not in _PLAIN_TCP or transport.TLS:
+            return outboundProgress(transport)
+        sequence, awaited, sentAt, through, offset = self._ping
+        written = self.trafficStats.outgoingOctetsWireLevel  # type: ignore[attr-defined]
+        idle = (
+            not self.send_queue  # type: ignore[attr-defined]
+            and transport.offset == len(transport.dataBuffer)
+            and not transport._tempDataLen
+        )
+        if idle and awaited is None and through == written and offset is not None:
+            return written + offset, 0
+        sample = outboundProgress(transport)
+        if sample is not None and idle:
+            self._ping = (sequence, awaited, sentAt, through, sample[0] + sample[1] - written)
+        return sample
 
     def _sendHeartbeat(self) -> None:
         message = self._pingMessage
@@ -678,8 +704,11 @@ class HeartbeatMixin:
             stream = self._stream
             # In a session the ping also acknowledges what was received.
             payload = struct.pack("!Q", sequence) if stream is None else pingPayload(sequence, stream.ackValue())
-            self._ping = (sequence, payload, self.clock.seconds())
+            offset = self._ping[4]
+            self._ping = (sequence, payload, self.clock.seconds(), -1, offset)
             self._sendPing(payload)
+            _, awaited, sentAt, _, offset = self._ping  # (answered already, if the peer is in this process)
+            self._ping = (sequence, awaited, sentAt, self.trafficStats.outgoingOctetsWireLevel, offset)  # type: ignore[attr-defined]
         else:
             # The class's sendMessage: a heartbeat is never refused by maxBuffered.
             self.sendUnlimited(*encodeMessage(message() if callable(message) else message))
