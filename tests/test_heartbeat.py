@@ -398,6 +398,23 @@ def test_timeline_is_shared_per_clock_and_delay():
     from txheartbeat._heartbeat import Timeline
 
     a, b = Clock(), Clock()
-    assert Timeline.on(a, 5.0) is Timeline.on(a, 5.0)
-    assert Timeline.on(a, 5.0) is not Timeline.on(a, 10.0)
-    assert Timeline.on(a, 5.0) is not Timeline.on(b, 5.0)
+    held = Timeline.on(a, 5.0)
+    assert Timeline.on(a, 5.0) is held
+    assert Timeline.on(a, 10.0) is not held
+    assert Timeline.on(b, 5.0) is not held
+
+
+def test_timelines_of_gone_heartbeats_are_not_kept():
+    """A different interval per connection leaves no timeline behind once its heartbeats are gone."""
+    import gc
+
+    from txheartbeat._heartbeat import Timeline
+
+    clock = Clock()
+    for i in range(100):
+        hb = Heartbeat(clock, 5.0 + i / 1000, 5.0, lambda: None, lambda idle: None)
+        hb.start()
+        hb.stop()
+    del hb
+    gc.collect()
+    assert len(Timeline._lines[clock]) == 0

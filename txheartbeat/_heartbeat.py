@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Optional, Tuple, Union
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -90,7 +90,9 @@ class Timeline:
 
     __slots__ = ("_clock", "_delay", "_entries", "_call", "__weakref__")
 
-    _lines: weakref.WeakKeyDictionary[Any, Dict[float, Timeline]] = weakref.WeakKeyDictionary()
+    # Per clock, per delay; a timeline lives while a heartbeat or a pending call holds it
+    # (an application with a different interval per connection leaves nothing behind).
+    _lines: weakref.WeakKeyDictionary[Any, weakref.WeakValueDictionary[float, Timeline]] = weakref.WeakKeyDictionary()
 
     def __init__(self, clock: IReactorTime, delay: float) -> None:
         self._clock = clock
@@ -104,7 +106,7 @@ class Timeline:
         try:
             lines = cls._lines.get(clock)
             if lines is None:
-                lines = cls._lines[clock] = {}
+                lines = cls._lines[clock] = weakref.WeakValueDictionary()
         except TypeError:  # a clock that cannot be weakly referenced
             return cls(clock, delay)
         line = lines.get(delay)
