@@ -5,7 +5,7 @@ with open("README.md", encoding="utf-8") as f:
 
 setup(
     name="txheartbeat",
-    version="0.3.0",
+    version="0.3.1",
     description="Heartbeat, dead-peer detection and auto-reconnect for Twisted/Autobahn WebSocket clients",
     long_description=long_description,
     long_description_content_type="text/markdown",

@@ -26,7 +26,7 @@ from ._resume import ISessionStore, MemorySessionStore, ServerSession
 from ._server import HeartbeatServerFactory, HeartbeatServerProtocol, ServerStats
 from ._service import HeartbeatClientService
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 __all__ = [
     "ConnectionClosed",
