@@ -81,11 +81,14 @@ class Timeline:
     call is dropped when it reaches the front; the delayed call is never
     armed for it.
 
-    Calls due at the same instant run in the order they were made, in one
-    pass; a call due later runs from its own delayed call, so calls of
-    different timelines and other delayed calls keep their order on any
-    clock (``task.Clock`` included).  A call that raises is reported by the
-    reactor as any delayed call's would be, and the calls after it still run.
+    When the delayed call fires, every call already due runs, in the order
+    they were made, in that one pass (after a stall, thousands of overdue
+    heartbeats do not wait one reactor iteration each); none runs early.
+    Calls due later than another delayed call run after it; only calls
+    overdue together may run before another delayed call overdue with them
+    (on ``task.Clock``: within one ``advance``).  A call that raises is
+    reported by the reactor as any delayed call's would be, and the calls
+    after it still run.
     """
 
     __slots__ = ("_clock", "_delay", "_entries", "_call", "__weakref__")
@@ -143,10 +146,10 @@ class Timeline:
         try:
             # (The front is wanted: a cancelled front re-arms.)  Never early,
             # whatever the rounding of the delay it was armed with.
-            if not entries or entries[0].due > self._clock.seconds():
+            now = self._clock.seconds()
+            if not entries or entries[0].due > now:
                 return
-            due = entries[0].due
-            while entries and entries[0].due <= due:
+            while entries and entries[0].due <= now:
                 entry = entries.popleft()
                 func, entry.func = entry.func, None
                 if func is not None:

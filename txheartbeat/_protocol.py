@@ -693,8 +693,9 @@ class HeartbeatMixin:
         if idle and awaited is None and through == written and offset is not None:
             return written + offset, 0
         sample = outboundProgress(transport)
-        if sample is not None and idle:
-            self._ping = (sequence, awaited, sentAt, through, sample[0] + sample[1] - written)
+        if sample is not None and idle and sample[1] == 0:
+            # Learnt only from an empty queue (read before the count: exact).
+            self._ping = (sequence, awaited, sentAt, through, sample[0] - written)
         return sample
 
     def _sendHeartbeat(self) -> None:

@@ -78,11 +78,14 @@ def kernelProgress(sock: socket.socket) -> Optional[Progress]:
     if _TCP_INFO is None or _OUTQ is None:
         return None
     try:
+        # The queue first: an acknowledgement arriving between the two reads
+        # then errs towards "still queued" (a live peer waits), and a queue
+        # read as empty means the count read after it is exact.
+        (queued,) = struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))
         info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
         if len(info) < _BYTES_ACKED_AT + _BYTES_ACKED.size:
             return None  # kernel older than 4.1
         (acked,) = _BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)
-        (queued,) = struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))
     except OSError:
         return None
     return acked, queued
