@@ -4,7 +4,8 @@ Idle connections at scale on both ends, and a frozen server's clients all at onc
     python benchmarks/scale.py                    # N = 10,000, 30 s idle windows, the memory breakdown (~6 minutes)
     python benchmarks/scale.py --quick            # N = 1,000, ping 1 s, 2 s windows, no breakdown (~30 s)
     python benchmarks/scale.py --count 2000       # another N
-    python benchmarks/scale.py --profile frozen   # D once, its client under cProfile: top 15 by tottime
+    python benchmarks/scale.py --profile frozen   # D once, its client under cProfile: top 30 by tottime
+    python benchmarks/scale.py --profile frozen-reconnect   # the same with the default reconnects
     python benchmarks/scale.py --profile server   # (or client) A's (B's) txheartbeat process over its idle window
     python benchmarks/scale.py --json scale.json  # also save the raw figures
     python benchmarks/scale.py --report scale.json   # reprint the tables of a saved run
@@ -524,15 +525,16 @@ def summary(r: Result) -> str:
 def profiled(part: str, count: int, ping: float, window: float, node: List[str], top: int = 30) -> List[str]:
     """
     One txheartbeat run of ``part`` with the process measured under cProfile:
-    ``frozen`` (D without reconnects, from the freeze to the last verdict),
+    ``frozen`` (D without reconnects, from the freeze to the last verdict;
+    ``frozen-reconnect`` with them),
     ``server`` or ``client`` (A or B, over the idle window).  Markdown lines.
     """
     import pstats
 
     with tempfile.TemporaryDirectory() as where:
         path = os.path.join(where, f"{part}.prof")
-        if part == "frozen":
-            r = frozenAtOnce(count, ping, ping, node, reconnect=False, profile=path)
+        if part.startswith("frozen"):
+            r = frozenAtOnce(count, ping, ping, node, reconnect=part == "frozen-reconnect", profile=path)
             s = latenessFigures(r)
             what = (
                 f"the client process from the freeze to the last verdict ({s['declared']:,} of {count:,} declared "
@@ -1494,7 +1496,7 @@ def main() -> None:
     parser.add_argument("--before", default=BEFORE, help="the commit measured as 'before' in the breakdown")
     parser.add_argument(
         "--profile",
-        choices=["frozen", "server", "client"],
+        choices=["frozen", "frozen-reconnect", "server", "client"],
         help="instead: one txheartbeat run of D, A or B with the process measured under cProfile (top 15 by tottime)",
     )
     parser.add_argument("--json", help="also save the raw figures to this file")

@@ -351,3 +351,57 @@ def test_idle_heartbeats_do_not_ask_the_kernel(monkeypatch):
         handler.close()
         yield handler.whenClosed()
         yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_dead_connection_leaves_no_cyclic_garbage():
+    """A connection declared dead is freed by reference counting at both ends: a full GC pass finds none of its protocols (Autobahn's is_closed, fired with the protocol and kept on it, made a cycle)."""
+    import gc
+
+    from twisted.internet import reactor
+
+    from txheartbeat import HeartbeatHandler, connect
+
+    class Silent(HeartbeatServerProtocol):
+        def onPing(self, payload):
+            pass  # no pong: the client declares the server dead
+
+    server = HeartbeatServerFactory(pingInterval=None)
+    server.protocol = Silent
+    port = reactor.listenTCP(0, server, interface="127.0.0.1")
+    handler = HeartbeatHandler()
+    gc.collect()
+    gc.disable()  # (else a pass could free the cycle before the look)
+    try:
+        url = f"ws://127.0.0.1:{port.getHost().port}/"
+        yield connect(url, handler, reactor=reactor, pingInterval=0.05, pongTimeout=0.05, shouldRetry=lambda f: False)
+        while handler.stats.deadPeers < 1 or server.clients:
+            yield deferLater(reactor, 0.01, lambda: None)
+        yield deferLater(reactor, 0.05, lambda: None)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        assert [type(o).__name__ for o in gc.garbage if isinstance(o, HeartbeatMixin)] == []
+        closed = handler.protocol.is_closed if handler.protocol is not None else None
+        assert closed is None or closed.called
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        yield port.stopListening()
+
+
+def test_is_closed_still_fires_with_the_protocol():
+    """is_closed: callbacks added before the close get the protocol; asked for after the connection is gone, a fired future with the protocol."""
+    reactor = MemoryReactor()
+    server = HeartbeatServerFactory(URL, pingInterval=None, reactor=reactor)
+    handler = RecordingHandler(reactor)
+    HeartbeatClientFactory(URL, handler, reactor=reactor, pingInterval=None, shouldRetry=lambda f: False).connect()
+    link = reactor.accept(server)
+    before = []
+    link.client.is_closed.addCallback(lambda p: before.append(p) or p)
+    assert link.client.is_closed is link.client.is_closed  # one future while open
+    link.reset()
+    after = []
+    link.client.is_closed.addCallback(after.append)
+    link.server.is_closed.addCallback(after.append)
+    assert before == [link.client] and after == [link.client, link.server]

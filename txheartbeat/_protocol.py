@@ -19,6 +19,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from txaio.interfaces import log_levels
 from txaio.tx import _no_op as _LOG_OFF
@@ -288,6 +289,7 @@ class HeartbeatMixin:
     #: why this connection ended, when txheartbeat knows better than the transport
     failure: Optional[Failure] = None
     _closeCall: Optional[IDelayedCall] = None
+    _isClosed: Optional[Deferred[Any]] = None
     _pingMessage: PingMessage = None
     #: the last ping frame sent: (sequence number, payload awaiting its pong or None, when sent, the
     #: count of octets written once it was, the kernel's acknowledged-octet position less that count)
@@ -514,6 +516,28 @@ class HeartbeatMixin:
         self.trafficStats.outgoingOctetsWireLevel += len(data)  # type: ignore[attr-defined]
         if self.logOctets:  # type: ignore[attr-defined]
             self.logTxOctets(data, False)  # type: ignore[attr-defined]
+
+    @property
+    def is_closed(self) -> Deferred[Any]:
+        """
+        Autobahn's future that fires with this protocol once the WebSocket is
+        closed.  Once the connection is gone and the fired future is no longer
+        needed, it is made again on demand: kept on the protocol, a Deferred
+        whose result is the protocol would hold every closed connection in a
+        reference cycle, freed only by a full pass of Python's cyclic GC.
+        """
+        d = self._isClosed
+        return succeed(self) if d is None else d
+
+    @is_closed.setter
+    def is_closed(self, d: Deferred[Any]) -> None:
+        self._isClosed = d
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)  # type: ignore[misc]
+        d = self._isClosed
+        if d is not None and d.called and getattr(d, "result", None) is self:
+            del self._isClosed  # (the class default, None: see is_closed)
 
     @property
     def isOpen(self) -> bool:
