@@ -1427,7 +1427,7 @@ def frozenClients(
         if freezeGc:
             import gc
 
-            gc.freeze()  # (the recipe in README "At scale": what is alive now is never walked again)
+            gc.freeze()  # (README "At scale": measured, not recommended)
         say(ready=time.monotonic(), gcObjects=sum(after.values()), gcPerClient=sum(grown.values()) / count, gcTypes=top)
 
     def failed(f: Any) -> None:
