@@ -405,3 +405,70 @@ def test_is_closed_still_fires_with_the_protocol():
     link.client.is_closed.addCallback(after.append)
     link.server.is_closed.addCallback(after.append)
     assert before == [link.client] and after == [link.client, link.server]
+
+
+def test_twisted_still_leaves_a_failed_connect_in_a_cycle():
+    """releaseFailedClient exists because Twisted's BaseClient points doRead/doWrite at its own doConnect: if that changes, it may go."""
+    import inspect
+
+    from twisted.internet import tcp
+
+    source = inspect.getsource(tcp.BaseClient.doConnect)
+    assert "self.doWrite = self.doConnect" in source and "self.doRead = self.doConnect" in source
+
+
+@pytest_twisted.inlineCallbacks
+def test_refused_and_abandoned_connects_leave_no_cyclic_garbage():
+    """Connects refused (nothing listening) and connects given up on (openTimeout) leave nothing for a full GC pass, and no error is logged."""
+    import gc
+    import socket
+
+    from twisted.internet import reactor
+    from twisted.logger import globalLogPublisher
+
+    from txheartbeat import HeartbeatHandler
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused = closed.getsockname()[1]
+    closed.close()
+    full = socket.socket()  # a listener that never accepts, its queue filled: further SYNs go unanswered
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(full.getsockname())
+        fillers.append(s)
+    errors = []
+
+    def observe(event):
+        if event.get("log_failure") is not None:
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    gc.collect()
+    gc.disable()
+    try:
+        handlers = [HeartbeatHandler() for _ in range(10)]
+        for i, handler in enumerate(handlers):
+            port = refused if i % 2 else full.getsockname()[1]
+            factory = HeartbeatClientFactory(
+                f"ws://127.0.0.1:{port}/", handler, reactor=reactor, openTimeout=0.3, shouldRetry=lambda f: False
+            )
+            factory.connect().addErrback(lambda f: None)
+        yield deferLater(reactor, 1.0, lambda: None)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if type(o).__module__.startswith(("twisted", "txheartbeat"))]
+        assert left == [] and errors == []
+        assert all(h.stats.attempts == 1 for h in handlers)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        globalLogPublisher.removeObserver(observe)
+        full.close()
+        for s in fillers:
+            s.close()
