@@ -51,6 +51,9 @@ class FakeViewer:
         self.closedWith = None
         self.is_closed: Deferred = Deferred()
 
+    def whenGone(self) -> Deferred:
+        return self.is_closed
+
     def sendMessage(self, payload: bytes, isBinary: bool) -> None:
         assert not isBinary
         self.sent.append(json.loads(payload))

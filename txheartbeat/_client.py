@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.util import parse_url
 from twisted.internet import tcp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -131,13 +132,20 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         """Stop every timer of this connection and report the loss to the factory."""
         self.lostReason = reason
         if self.failure is None or not self.failure.check(TLSRequired):
-            # (with TLSRequired, Autobahn never started on this connection)
-            super().connectionLost(reason)
+            WebSocketClientProtocol.connectionLost(self, reason)  # (the mixin's release comes last, below)
+        else:
+            # With TLSRequired, Autobahn never started on this connection: end what it would have.
+            self.state = WebSocketProtocol.STATE_CLOSED
+            if not self.is_closed.called:
+                self.is_closed.callback(self)
         self.stopTimers()
         try:
             self.failDrainWaiters()
         finally:
-            self.factory._protocolLost(self)
+            try:
+                self.factory._protocolLost(self)
+            finally:
+                self._released()
 
     # Autobahn's internal entry points (user overrides of on* stay safe) -----
 

@@ -290,6 +290,8 @@ class HeartbeatMixin:
     failure: Optional[Failure] = None
     _closeCall: Optional[IDelayedCall] = None
     _isClosed: Optional[Deferred[Any]] = None
+    _gone = False  # connectionLost has run
+    _goneWaiters: Optional[List[Deferred[None]]] = None  # whenGone(), created on first use
     _pingMessage: PingMessage = None
     #: the last ping frame sent: (sequence number, payload awaiting its pong or None, when sent, the
     #: count of octets written once it was, the kernel's acknowledged-octet position less that count)
@@ -535,9 +537,32 @@ class HeartbeatMixin:
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)  # type: ignore[misc]
+        self._released()
+
+    def _released(self) -> None:
+        """The connection is gone: let go of the fired is_closed, fire :meth:`whenGone`."""
         d = self._isClosed
         if d is not None and d.called and getattr(d, "result", None) is self:
             del self._isClosed  # (the class default, None: see is_closed)
+        self._gone = True
+        waiters, self._goneWaiters = self._goneWaiters, None
+        for waiter in waiters or ():
+            waiter.callback(None)
+
+    def whenGone(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the TCP connection is gone and its loss
+        was handled (a server connection's ``onClose`` has run and it has left
+        ``factory.clients``); at once if it already is.  ``is_closed`` fires
+        earlier, as soon as Autobahn considers the WebSocket closed.
+        """
+        if self._gone:
+            return succeed(None)
+        if self._goneWaiters is None:
+            self._goneWaiters = []
+        d: Deferred[None] = Deferred()
+        self._goneWaiters.append(d)
+        return d
 
     @property
     def isOpen(self) -> bool:

@@ -525,7 +525,7 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         for client in closing:
             client.closeGracefully(1012, text)
         _log.info("txheartbeat: restart: {n} client(s) asked to reconnect within {w:g} s", n=len(closing), w=window)
-        return DeferredList([client.is_closed for client in closing]).addCallback(lambda _: None)
+        return DeferredList([client.whenGone() for client in closing]).addCallback(lambda _: None)
 
     def overloaded(self, retryAfter: Optional[float] = 30.0) -> None:
         """

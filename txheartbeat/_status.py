@@ -86,7 +86,7 @@ class StatusFeed:
         viewers = [viewer for viewer in self.viewers if viewer.isOpen]
         for viewer in viewers:
             viewer.closeGracefully(1001, "server stopping")
-        return DeferredList([viewer.is_closed for viewer in viewers]).addCallback(lambda _: None)
+        return DeferredList([viewer.whenGone() for viewer in viewers]).addCallback(lambda _: None)
 
     def sample(self) -> None:
         """Record the heartbeats and opens since the last sample, and push a snapshot."""
