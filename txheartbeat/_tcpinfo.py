@@ -1,9 +1,12 @@
 """
 What the operating system knows about a connection's outbound progress.
 
-The heartbeat asks this when it sends a heartbeat and when a pong deadline
-would otherwise declare the peer dead (never per message): have bytes of ours been acknowledged by the
-peer's TCP since the last look, and is anything of ours still waiting to go?
+The heartbeat asks this when it sends a heartbeat after writes of ours and
+when a pong deadline would otherwise declare the peer dead (never per
+message; an idle connection's heartbeats compute it, see
+``HeartbeatMixin._outboundProgress``): have bytes of ours been acknowledged
+by the peer's TCP since the last look, and is anything of ours still waiting
+to go?
 
 On Linux the answer comes from the socket: ``TCP_INFO``'s ``tcpi_bytes_acked``
 (bytes the peer's TCP acknowledged) and ``SIOCOUTQ`` (bytes in the kernel send
@@ -99,8 +102,8 @@ def outboundProgress(transport: Any) -> Optional[Progress]:
     to look at (e.g. a test double).
     """
     if type(transport) in _PLAIN_TCP and not transport.TLS:
-        # The common case, sampled at every heartbeat: Twisted's TCP
-        # connection, its buffer and socket read directly (as writeNow does).
+        # The common case: Twisted's TCP connection, its buffer and socket
+        # read directly (as writeNow does).
         kernel = kernelProgress(transport.socket)
         if kernel is not None:
             return kernel[0], kernel[1] + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
