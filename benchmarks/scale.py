@@ -207,49 +207,18 @@ def pythonWorker(mode: str, env: Dict[str, str], **kwargs: Any) -> Peer:
 # Orchestration -----------------------------------------------------------------
 
 
-def serverEnd(
-    kind: str,
-    count: int,
-    ping: float,
-    settle: float,
-    window: float,
-    node: List[str],
-    *,
-    code: Optional[str] = None,
-    trace: int = 0,
-    profile: str = "",
-) -> Result:
+def serverEnd(kind: str, count: int, ping: float, settle: float, window: float, node: List[str], **kw: Any) -> Result:
     """One server process of ``kind`` and one node process with ``count`` clients; the server's figures."""
-    procs: List[Peer] = []
-    openFor = 30 + count / 100
-    try:
-        server = pythonWorker(
-            "serve",
-            pythonEnv(code),
-            kind=kind,
-            count=count,
-            ping=ping,
-            settle=settle,
-            window=window,
-            cpu=0,
-            trace=trace,
-            openFor=openFor,
-            profile=profile,
-        )
-        procs.append(server)
-        port = server.need("bare", 60)["port"]
-        clients = Peer([*node, "clients", f"ws://127.0.0.1:{port}/", str(count), "250"], nodeEnv(), cpu=1)
-        procs.append(clients)
-        got = server.need("connections", openFor + settle + window + 120)
-        clients.send("report")
-        peer = clients.expect("report", 10) or {}
-        return {**got, "peer": peer}
-    finally:
-        for p in procs:
-            p.kill()
+    return idleEnd("server", kind, count, ping, settle, window, node, **kw)
 
 
-def clientEnd(
+def clientEnd(kind: str, count: int, ping: float, settle: float, window: float, node: List[str], **kw: Any) -> Result:
+    """One node server and one client process holding ``count`` clients of ``kind``; the clients' figures."""
+    return idleEnd("client", kind, count, ping, settle, window, node, **kw)
+
+
+def idleEnd(
+    end: str,
     kind: str,
     count: int,
     ping: float,
@@ -261,32 +230,36 @@ def clientEnd(
     trace: int = 0,
     profile: str = "",
 ) -> Result:
-    """One node server and one client process holding ``count`` clients of ``kind``; the clients' figures."""
+    """A (``end="server"``) or B (``"client"``): the Python process's figures, and its node peer's report."""
     procs: List[Peer] = []
     openFor = 30 + count / 100
+    measured = dict(
+        kind=kind,
+        count=count,
+        ping=ping,
+        settle=settle,
+        window=window,
+        cpu=0,
+        trace=trace,
+        openFor=openFor,
+        profile=profile,
+    )
     try:
-        server = Peer([*node, "server", "0", "4096"], nodeEnv(), cpu=1)
-        procs.append(server)
-        port = server.need("port", 30)["port"]
-        client = pythonWorker(
-            "clients",
-            pythonEnv(code),
-            kind=kind,
-            url=f"ws://127.0.0.1:{port}/",
-            count=count,
-            ping=ping,
-            settle=settle,
-            window=window,
-            cpu=0,
-            trace=trace,
-            openFor=openFor,
-            profile=profile,
-        )
-        procs.append(client)
-        got = client.need("connections", openFor + settle + window + 120)
-        server.send("report")
-        peer = server.expect("report", 10) or {}
-        return {**got, "peer": peer}
+        if end == "server":
+            python = pythonWorker("serve", pythonEnv(code), **measured)
+            procs.append(python)
+            port = python.need("bare", 60)["port"]
+            peer = Peer([*node, "clients", f"ws://127.0.0.1:{port}/", str(count), "250"], nodeEnv(), cpu=1)
+            procs.append(peer)
+        else:
+            peer = Peer([*node, "server", "0", "4096"], nodeEnv(), cpu=1)
+            procs.append(peer)
+            port = peer.need("port", 30)["port"]
+            python = pythonWorker("clients", pythonEnv(code), url=f"ws://127.0.0.1:{port}/", **measured)
+            procs.append(python)
+        got = python.need("connections", openFor + settle + window + 120)
+        peer.send("report")
+        return {**got, "peer": peer.expect("report", 10) or {}}
     finally:
         for p in procs:
             p.kill()
