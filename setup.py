@@ -1,22 +1,29 @@
+import re
+
 from setuptools import find_packages, setup
 
 with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
+# The version lives in one place: txheartbeat/__init__.py.
+with open("txheartbeat/__init__.py", encoding="utf-8") as f:
+    (version,) = re.findall(r'^__version__ = "([^"]+)"$', f.read(), re.M)
 
 setup(
     name="txheartbeat",
-    version="0.3.1",
+    version=version,
     description="Heartbeat, dead-peer detection and auto-reconnect for Twisted/Autobahn WebSocket clients",
     long_description=long_description,
     long_description_content_type="text/markdown",
     license="MIT",
+    license_files=["LICENSE"],
     packages=find_packages(include=["txheartbeat", "txheartbeat.*"]),
     package_data={"txheartbeat": ["py.typed"]},
     python_requires=">=3.10",
+    # The floors are tested: CI runs the suite on them (.ci/constraints-floor.txt) on Python 3.10.
     install_requires=[
-        "twisted[tls]>=22.10",
-        "autobahn>=22.4",
-        "txaio>=21.2",
+        "twisted[tls]>=22.10.0",
+        "autobahn>=22.4.2",
+        "txaio>=21.2.1",
     ],
     extras_require={
         "test": [
@@ -33,8 +40,19 @@ setup(
     },
     entry_points={"console_scripts": ["txheartbeat = txheartbeat._cli:main"]},
     classifiers=[
+        "Development Status :: 4 - Beta",
         "Framework :: Twisted",
+        "Intended Audience :: Developers",
+        "Operating System :: POSIX :: Linux",
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Topic :: Internet :: WWW/HTTP",
+        "Topic :: Software Development :: Libraries :: Python Modules",
+        "Typing :: Typed",
     ],
+    keywords=["twisted", "autobahn", "websocket", "heartbeat", "keepalive", "reconnect"],
 )

@@ -79,10 +79,12 @@ TARGET_MAX = 100.0
 
 SERVERS = {
     "txheartbeat": "txheartbeat `HeartbeatServerFactory`",
+    "fallback": "txheartbeat, every shortcut off (`TXHEARTBEAT_SHORTCUTS=off`)",
     "autobahn": "Autobahn `WebSocketServerFactory`, autoPing",
 }
 CLIENTS = {
     "txheartbeat": "txheartbeat: `HeartbeatHandler` + `HeartbeatClientFactory` each",
+    "fallback": "txheartbeat, every shortcut off (`TXHEARTBEAT_SHORTCUTS=off`)",
     "autobahn": "Autobahn autoPing + ReconnectingClientFactory, one factory each",
     "shared": "plain Autobahn: one shared `WebSocketClientFactory`, autoPing",
 }
@@ -191,9 +193,16 @@ class Peer(storm.Proc):
             self.proc.send_signal(sig)
 
 
-def pythonEnv(code: Optional[str] = None) -> Dict[str, str]:
-    """The environment of a Python worker: txheartbeat from ``code`` (default this checkout)."""
-    return {**os.environ, "PYTHONPATH": (code or str(ROOT)) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def pythonEnv(code: Optional[str] = None, kind: str = "") -> Dict[str, str]:
+    """
+    The environment of a Python worker: txheartbeat from ``code`` (default this
+    checkout); for ``kind="fallback"`` with every shortcut into Autobahn and
+    Twisted off (their own code paths, as on a release txheartbeat was not verified on).
+    """
+    env = {**os.environ, "PYTHONPATH": (code or str(ROOT)) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if kind == "fallback":
+        env["TXHEARTBEAT_SHORTCUTS"] = "off"
+    return env
 
 
 def nodeEnv() -> Dict[str, str]:
@@ -217,6 +226,14 @@ def clientEnd(kind: str, count: int, ping: float, settle: float, window: float, 
     return idleEnd("client", kind, count, ping, settle, window, node, **kw)
 
 
+def fallbackRatios(t: Result, off: Result) -> str:
+    """The table row comparing txheartbeat with itself, every shortcut off (what an unverified Autobahn gets)."""
+    return (
+        f"| txheartbeat, every shortcut off | {t['rssPerConnection'] / off['rssPerConnection']:.2f}× "
+        f"| {t['cpuPerMinute'] / off['cpuPerMinute']:.2f}× |"
+    )
+
+
 def idleEnd(
     end: str,
     kind: str,
@@ -234,7 +251,7 @@ def idleEnd(
     procs: List[Peer] = []
     openFor = 30 + count / 100
     measured = dict(
-        kind=kind,
+        kind="txheartbeat" if kind == "fallback" else kind,
         count=count,
         ping=ping,
         settle=settle,
@@ -246,7 +263,7 @@ def idleEnd(
     )
     try:
         if end == "server":
-            python = pythonWorker("serve", pythonEnv(code), **measured)
+            python = pythonWorker("serve", pythonEnv(code, kind), **measured)
             procs.append(python)
             port = python.need("bare", 60)["port"]
             peer = Peer([*node, "clients", f"ws://127.0.0.1:{port}/", str(count), "250"], nodeEnv(), cpu=1)
@@ -255,7 +272,7 @@ def idleEnd(
             peer = Peer([*node, "server", "0", "4096"], nodeEnv(), cpu=1)
             procs.append(peer)
             port = peer.need("port", 30)["port"]
-            python = pythonWorker("clients", pythonEnv(code), url=f"ws://127.0.0.1:{port}/", **measured)
+            python = pythonWorker("clients", pythonEnv(code, kind), url=f"ws://127.0.0.1:{port}/", **measured)
             procs.append(python)
         got = python.need("connections", openFor + settle + window + 120)
         peer.send("report")
@@ -631,15 +648,17 @@ def markdown(results: Result, heading: str = "## 3. Idle scale (both ends) and f
         for kind, f in server.items():
             lines.append(row(SERVERS[kind] + f" {ping:g}/{ping:g}", f, results["server"][kind]))
         lines.append("")
-        t, a = server["txheartbeat"], server["autobahn"]
+        t, a, off = server["txheartbeat"], server["autobahn"], server.get("fallback")
         if t and a:
             lines += [
-                "| txheartbeat / Autobahn | memory | CPU |",
+                "| txheartbeat / … | memory | CPU |",
                 "|---|---|---|",
-                f"| server | {ratioCell(t['rssPerConnection'] / a['rssPerConnection'], TARGETS['serverMemory'])} "
+                f"| Autobahn | {ratioCell(t['rssPerConnection'] / a['rssPerConnection'], TARGETS['serverMemory'])} "
                 f"| {ratioCell(t['cpuPerMinute'] / a['cpuPerMinute'], TARGETS['serverCpu'])} |",
-                "",
             ]
+            if off:
+                lines.append(fallbackRatios(t, off))
+            lines.append("")
 
     # B
     client = {k: figuresOf(rs) for k, rs in results["client"].items()}
@@ -665,6 +684,8 @@ def markdown(results: Result, heading: str = "## 3. Idle scale (both ends) and f
                     )
                     cpu = ratioCell(t["cpuPerMinute"] / p["cpuPerMinute"], TARGETS["clientCpu"] if targeted else None)
                     lines.append(f"| {name} | {mem} | {cpu} |")
+            if client.get("fallback"):
+                lines.append(fallbackRatios(t, client["fallback"]))
             lines.append("")
 
     # C

@@ -30,3 +30,38 @@ def make(reactor: MemoryReactor, handler: RecordingHandler):
         return factory
 
     return make
+
+
+def needsShortcut(*names: str) -> Any:
+    """Skip a test of what a shortcut into Autobahn or Twisted does when it is off in this run (saying why)."""
+    from txheartbeat._shortcuts import VERDICTS
+
+    off = [f"{name}: {VERDICTS[name][1]}" for name in names if not VERDICTS[name][0]]
+    return pytest.mark.skipif(bool(off), reason=f"tests a shortcut that is off in this run ({'; '.join(off)})")
+
+
+def race(ds: Any) -> Any:
+    """``twisted.internet.defer.race`` (Twisted 23.8 and later), or the same on older Twisted: the first result as ``(index, result)``, the others cancelled."""
+    from twisted.internet import defer
+
+    if hasattr(defer, "race"):
+        return defer.race(ds)
+    ds = list(ds)
+    winner: Any = defer.Deferred(lambda _: [d.cancel() for d in ds])
+    failures: list = []
+
+    def won(result: Any, index: int) -> None:
+        if not winner.called:
+            winner.callback((index, result))
+            for other in ds:
+                if other is not ds[index]:
+                    other.cancel()
+
+    def lost(failure: Any) -> None:
+        failures.append(failure)
+        if len(failures) == len(ds) and not winner.called:
+            winner.errback(failures[0])
+
+    for index, d in enumerate(ds):
+        d.addCallbacks(won, lost, callbackArgs=(index,))
+    return winner

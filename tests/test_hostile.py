@@ -153,10 +153,11 @@ async def test_tls_untrusted_or_wrong_name_never_connects(tlsServer, host):
         await connect(f"wss://{host}:{number}/", h, maxRetries=0)
     assert "onOpen" not in h.names()
     (error,) = errors(h)
+    untrusted = isinstance(error, SSL.Error) and "certificate verify failed" in str(error)
     if host == "localhost":
-        assert isinstance(error, SSL.Error) and "certificate verify failed" in str(error)
-    else:  # the certificate names localhost, not this address
-        assert isinstance(error, VerificationError) and "Mismatch" in repr(error)
+        assert untrusted
+    else:  # the certificate names localhost, not this address (Twisted before 23 checks the chain first)
+        assert (isinstance(error, VerificationError) and "Mismatch" in repr(error)) or untrusted
 
 
 @pytest_twisted.ensureDeferred

@@ -29,6 +29,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol, HeartbeatTimeout, connect
 from txheartbeat._tcpinfo import tcpSocket
 
+from .conftest import race
 from .rateproxy import RateProxy
 from .test_integration import Timeline as Events
 from .test_integration import Waiter
@@ -220,7 +221,7 @@ class Rig:
 async def firstOf(**waits: defer.Deferred) -> Tuple[str, Any]:
     """Wait for the first of several named Deferreds (the others are cancelled)."""
     names = list(waits)
-    index, result = await defer.race(list(waits.values()))
+    index, result = await race(list(waits.values()))
     return names[index], result
 
 

@@ -16,13 +16,7 @@ from txheartbeat._server import HeartbeatServerProtocol as ServerProtocol
 from txheartbeat._tcpinfo import kernelProgress, outboundProgress, userBacklog
 from txheartbeat.testing import MemoryReactor, RecordingHandler
 
-from .conftest import URL
-
-#: sha256 (first 16 hex digits) of Autobahn's WebSocketProtocol.sendData source that HeartbeatMixin.sendData mirrors
-SEND_DATA_DIGEST = "5dcca425b048b07e"
-#: the same for the Autobahn frame reading HeartbeatMixin._pongOnly stands in for, and the ping sending _sendPing does
-RECEIVE_DIGEST = "58159acb031bbe36"
-PING_DIGEST = "b8dc7c87f2853a61"
+from .conftest import URL, needsShortcut
 
 
 def opened(monkeypatch, **clientOptions):
@@ -61,13 +55,15 @@ def test_autobahn_still_sets_what_is_dropped_after_open(monkeypatch):
         assert "send_queue" in keys and "websocket_extensions_in_use" in keys
 
 
+@needsShortcut("handshakeMemory", "sendData")
 @pytest.mark.parametrize("side", ["server", "client"])
 def test_an_open_connection_holds_a_small_dict(monkeypatch, side):
     """After open a connection's own attributes fit the smallest dict that holds them (Autobahn's 88 need 3.3 KB)."""
     link, _, _ = opened(monkeypatch)
     protocol = link.server if side == "server" else link.client
     assert len(protocol.__dict__) <= 20, sorted(protocol.__dict__)
-    assert sys.getsizeof(protocol.__dict__) <= 600
+    # (a fresh copy has the smallest table for its entries: 464 bytes on Python 3.11, 640 on 3.10)
+    assert sys.getsizeof(protocol.__dict__) <= min(sys.getsizeof(dict(protocol.__dict__)), 700)
     assert "http_headers" not in protocol.__dict__
 
 
@@ -120,20 +116,7 @@ def test_client_factory_option_reaches_its_connection():
     assert errors["small"][0].code == 1009
 
 
-def test_autobahn_send_data_is_the_one_txheartbeat_shortcuts():
-    """HeartbeatMixin.sendData repeats Autobahn's sendData minus its debug line: a change to Autobahn's fails here, to be looked at."""
-    import hashlib
-    import inspect
-
-    from autobahn.websocket.protocol import WebSocketProtocol
-
-    source = inspect.getsource(WebSocketProtocol.sendData)
-    assert "self.trafficStats.outgoingOctetsWireLevel += len(data)" in source
-    assert hashlib.sha256(source.encode()).hexdigest()[:16] == SEND_DATA_DIGEST, (
-        "Autobahn's sendData changed: re-check ours"
-    )
-
-
+@needsShortcut("sendData")
 def test_send_data_shortcut_counts_and_falls_back(monkeypatch):
     """The shortcut writes and counts like Autobahn's; a synchronous send or one while debug logging is on goes through Autobahn's."""
     import txaio
@@ -154,6 +137,7 @@ def test_send_data_shortcut_counts_and_falls_back(monkeypatch):
     assert len(calls) == 2
 
 
+@needsShortcut("socketWrites")
 @pytest_twisted.inlineCallbacks
 def test_write_now_relies_on_twisted_attributes_that_exist():
     """writeNow reads Twisted's TCP buffer attributes: on a real connection (both ends) they exist, and a frame sent on an idle connection leaves nothing buffered."""
@@ -205,23 +189,6 @@ def test_write_now_relies_on_twisted_attributes_that_exist():
         yield port.stopListening()
 
 
-def digest(*functions) -> str:
-    import hashlib
-    import inspect
-
-    return hashlib.sha256("".join(inspect.getsource(f) for f in functions).encode()).hexdigest()[:16]
-
-
-def test_autobahn_frame_reading_and_ping_are_the_ones_txheartbeat_shortcuts():
-    """_pongOnly, dataReceived and _sendPing stand in for these Autobahn methods: a change to any fails here, to be looked at."""
-    from autobahn.twisted.websocket import WebSocketAdapterProtocol as A
-    from autobahn.websocket.protocol import WebSocketProtocol as W
-
-    read = (A.dataReceived, W._dataReceived, W.consumeData, W.processData, W.onFrameBegin, W.onFrameData)
-    assert digest(*read, W.onFrameEnd, W.processControlFrame, A._onPong) == RECEIVE_DIGEST, "re-check _pongOnly"
-    assert digest(W.sendPing, W.sendFrame) == PING_DIGEST, "re-check HeartbeatMixin._sendPing"
-
-
 def frame(opcode: int, payload: bytes, mask: bytes = b"", first: int = 0x80) -> bytes:
     """A WebSocket frame (payload of at most 125 bytes), masked with ``mask`` if given."""
     from txheartbeat._protocol import xorMask
@@ -254,6 +221,7 @@ def pinging(monkeypatch):
 MASK = b"\x01\x02\x03\x04"
 
 
+@needsShortcut("pongFrames")
 @pytest.mark.parametrize("length", [0, 1, 8, 12, 125])
 def test_a_whole_pong_skips_autobahns_parser_on_both_ends(pinging, length):
     """A read that is exactly one pong (masked towards the server, not towards the client) is answered without Autobahn's parser, payload intact, octets counted."""
@@ -322,6 +290,7 @@ def test_heartbeat_ping_frames_are_autobahns(pinging, monkeypatch, side):
         assert ours == transport.value() != b""
 
 
+@needsShortcut("socketWrites")
 @pytest_twisted.inlineCallbacks
 def test_idle_heartbeats_do_not_ask_the_kernel(monkeypatch):
     """On an idle plain-TCP connection whose pongs come back, heartbeats compute the outbound position instead of sampling the kernel; the computed value is the kernel's; any write makes the next heartbeat sample again."""
@@ -417,6 +386,7 @@ def test_twisted_still_leaves_a_failed_connect_in_a_cycle():
     assert "self.doWrite = self.doConnect" in source and "self.doRead = self.doConnect" in source
 
 
+@needsShortcut("failedConnects")
 @pytest_twisted.inlineCallbacks
 def test_refused_and_abandoned_connects_leave_no_cyclic_garbage():
     """Connects refused (nothing listening) and connects given up on (openTimeout) leave nothing for a full GC pass, and no error is logged."""

@@ -81,8 +81,18 @@ exit status: 0 after a clean end of input, 1 if input ended before the first
 open or the client gave up, 2 for bad arguments."""
 
 
+class _Version(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from ._shortcuts import report
+
+        parser.exit(0, report())
+
+
 def buildParser() -> argparse.ArgumentParser:
     parser = _Parser(prog="txheartbeat", description="Resilient WebSocket client and heartbeat-aware server.")
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="versions in use; which shortcuts into Autobahn and Twisted hold"
+    )
     sub = parser.add_subparsers(dest="command", metavar="{demo,connect,serve}")
     sub.required = True
     sub.add_parser("demo", help="narrated demo: heartbeat, dead peer, reconnect, queued message (loopback only)")

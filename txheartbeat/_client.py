@@ -51,6 +51,7 @@ from ._protocol import (
 from ._resume import REFUSED_CODES, RESUME_HEADER, ClientResume, checkReplayBounds
 from ._retry import ReconnectPolicy, RetryContext, shouldRetryByDefault
 from ._share import SharedValues, compact
+from ._shortcuts import enabled
 
 _log = Logger(namespace="txheartbeat")
 
@@ -363,11 +364,11 @@ def releaseFailedClient(transport: Any) -> None:
     (hundreds of milliseconds at 10,000 connections) delay every timer.  The
     transport is closed by then; the reactor may still dispatch an event of
     the same poll to it, so both become a no-op that holds nothing (as
-    Twisted's ``abortConnection`` does).  (``tests/test_scale.py`` checks
-    that Twisted still leaves the cycle.)
+    Twisted's ``abortConnection`` does).  (The "failedConnects" shortcut:
+    checked at import against the ``doConnect`` it was verified with.)
     """
     attributes = getattr(transport, "__dict__", None)
-    if attributes is None:
+    if attributes is None or _DO_CONNECT is None:
         return
     for name in ("doRead", "doWrite"):
         if getattr(attributes.get(name), "__func__", None) is _DO_CONNECT:
@@ -378,7 +379,8 @@ def _closed(*args: object, **kwargs: object) -> None:
     """What a failed connect's transport does on a late event: nothing."""
 
 
-_DO_CONNECT = getattr(tcp.BaseClient, "doConnect", None)
+# (the "failedConnects" shortcut: without it, a failed connect is left as Twisted leaves it)
+_DO_CONNECT = getattr(tcp.BaseClient, "doConnect", None) if enabled("failedConnects") else None
 
 
 class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
@@ -623,7 +625,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     def _checkURL(url: str) -> None:
         try:
             parse_url(url)
-        except (ValueError, TypeError) as e:
+        except Exception as e:  # (a ValueError since Autobahn 22.5, a bare Exception before)
             # Autobahn's message quotes the URL, password included: say only what is wrong, on the redacted URL.
             why = str(e).split("'", 1)[0].strip().rstrip(":") if "@" in str(url) else str(e)
             raise ValueError(f"bad WebSocket URL {redactURL(str(url))!r}: {why}") from None

@@ -22,16 +22,25 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from txaio.interfaces import log_levels
-from txaio.tx import _no_op as _LOG_OFF
 
 from ._errors import HeartbeatTimeout, NotConnected, ProtocolError, SendQueueFull
 from ._handler import encodeMessage
 from ._heartbeat import Heartbeat, checkByteCount
 from ._resume import SessionStream, ackPayload, parseAck, parsePingAck, pingPayload
 from ._share import SharedValues, compact
+from ._shortcuts import enabled
 from ._tcpinfo import _PLAIN_TCP, Progress, outboundProgress, userBacklog
 
 PingMessage = Union[None, str, bytes, Callable[[], Union[str, bytes]]]
+
+try:
+    # What a txaio logger's ``debug`` is while debug logging is off.
+    from txaio.tx import _no_op as _LOG_OFF
+except ImportError:  # pragma: no cover (a txaio without it: debug always looks on, Autobahn's paths run)
+    _LOG_OFF = object()  # type: ignore[assignment]
+#: ``log.debug`` is this while inbound bytes may skip Autobahn's adapter (the "dataReceived" shortcut)
+_QUIET_RECEIVE = _LOG_OFF if enabled("dataReceived") else object()
+_DROP_HANDSHAKE = enabled("handshakeMemory")
 _DRAIN_POLL = 0.02
 
 #: Autobahn's keepalive options, replaced by txheartbeat's (name -> ours).
@@ -77,7 +86,7 @@ def writeNow(transport: Any, data: bytes) -> None:
     the reactor per frame (for an idle connection, per heartbeat).  What the
     kernel does not take, and any error, goes through ``transport.write`` as
     before.  Relies on Twisted's ``FileDescriptor`` buffer attributes
-    (``tests/test_scale.py`` checks them).
+    (the "socketWrites" shortcut: without it, every write is ``transport.write``).
     """
     if (
         type(transport) in _PLAIN_TCP
@@ -160,7 +169,7 @@ def redactHeaders(value: Any) -> Any:
 
     Understands what Autobahn logs of an opening handshake: the raw request
     (``bytes`` or ``str``), the parsed header ``dict`` and a
-    ``ConnectionRequest`` (copied, never changed); anything else is returned
+    ``ConnectionRequest`` (copied, never changed; its query values go too); anything else is returned
     as it is.
     """
     if isinstance(value, bytes):
@@ -172,6 +181,8 @@ def redactHeaders(value: Any) -> Any:
     if isinstance(value, ConnectionRequest):
         request = copy.copy(value)
         request.headers = redactHeaders(value.headers)
+        # The query may carry a token too (Autobahn before 22.5 logs the request at info level).
+        request.params = {name: [_REDACTED] for name in value.params or {}}
         return request
     return value
 
@@ -337,12 +348,12 @@ class HeartbeatMixin:
         (read the request in ``onConnect``, or in ``onOpen`` at the latest),
         and the state and options that have their class-level values.
         """
-        drop = self.HANDSHAKE_ONLY + tuple(self.sharedOptions.shared(self))
+        drop = (self.HANDSHAKE_ONLY if _DROP_HANDSHAKE else ()) + tuple(self.sharedOptions.shared(self))
         mine = self.__dict__
         # (no extension negotiated, no Origin sent: the class's empty values do)
         empty = tuple(name for name in ("websocket_extensions_in_use", "websocket_origin") if not mine.get(name, 1))
         queue = mine.get("send_queue")
-        if queue is not None and not queue and not isinstance(queue, _SendQueue):
+        if queue is not None and not queue and not isinstance(queue, _SendQueue) and _SEND_QUEUE_LIST:
             mine["send_queue"] = _SendQueue()
         compact(self, drop + empty, STATE_DEFAULTS)
 
@@ -575,10 +586,10 @@ class HeartbeatMixin:
             heartbeat.noteTraffic()
             if len(data) <= 131 and data[:1] == b"\x8a" and self._pongOnly(data):
                 return
-        if self.log.debug is _LOG_OFF:  # type: ignore[attr-defined]
+        if self.log.debug is _QUIET_RECEIVE:  # type: ignore[attr-defined]
             # Autobahn's Twisted dataReceived formats a debug line's arguments
             # (type names, the peer) before the logger drops it: skip to what
-            # it calls next.  (Checked against Autobahn by tests/test_scale.py.)
+            # it calls next (the "dataReceived" shortcut).
             self._dataReceived(data)  # type: ignore[attr-defined]
         else:
             super().dataReceived(data)  # type: ignore[misc]
@@ -596,7 +607,7 @@ class HeartbeatMixin:
         when the peer is a client, nothing buffered and no frame begun, no
         frame/octet logging, no Autobahn auto-ping pending.  Its effects are
         Autobahn's: the wire-level octet count and ``_onPong(payload)``.
-        (Checked against Autobahn by ``tests/test_scale.py``.)
+        (The "pongFrames" shortcut: without it, always ``False``.)
         """
         b1 = data[1] if len(data) > 1 else 0xFF
         masked = b1 >> 7
@@ -769,7 +780,7 @@ class HeartbeatMixin:
         Autobahn's ``sendPing(payload)`` for a payload of at most 125 bytes,
         the frame built here: Autobahn's ``sendFrame`` builds a cffi masker
         per masked frame.  Frame logging or ``applyMask=False`` go through
-        Autobahn's.
+        Autobahn's, and so does everything without the "pingFrames" shortcut.
         """
         if self.state != WebSocketProtocol.STATE_OPEN:
             return
@@ -797,3 +808,23 @@ class HeartbeatMixin:
 
 for _name, _value in {**STATE_DEFAULTS, "websocket_extensions_in_use": (), "websocket_origin": ""}.items():
     setattr(HeartbeatMixin, _name, _value)
+
+
+# Shortcuts whose Autobahn code differs from the verified (txheartbeat._shortcuts):
+# Autobahn's own methods instead, found further along the MRO.
+def _autobahnPing(self: HeartbeatMixin, payload: bytes) -> None:
+    if self.state == WebSocketProtocol.STATE_OPEN:
+        self.sendPing(payload)  # type: ignore[attr-defined]
+
+
+def _noPongShortcut(self: HeartbeatMixin, data: bytes) -> bool:
+    return False
+
+
+_SEND_QUEUE_LIST = enabled("sendData")
+if not _SEND_QUEUE_LIST:
+    del HeartbeatMixin.sendData
+if not enabled("pongFrames"):
+    HeartbeatMixin._pongOnly = _noPongShortcut  # type: ignore[method-assign]
+if not enabled("pingFrames"):
+    HeartbeatMixin._sendPing = _autobahnPing  # type: ignore[method-assign]

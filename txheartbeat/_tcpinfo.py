@@ -25,12 +25,17 @@ from typing import Any, Optional, Tuple
 
 from twisted.internet import tcp
 
+from ._shortcuts import enabled
+
 #: ``(position, backlog)``: ``position`` grows with outbound progress (compare
 #: two samples of the same connection only); ``backlog`` is bytes of ours not
 #: yet acknowledged (Linux) or not yet handed to the kernel (elsewhere).
 Progress = Tuple[int, int]
 
-_PLAIN_TCP = (tcp.Server, tcp.Client)  # (connectSSL's transport is a protocol wrapper; startTLS sets TLS)
+# Twisted's TCP transports, whose buffers and socket are read directly where the
+# "socketWrites" shortcut holds (connectSSL's transport is a protocol wrapper;
+# startTLS sets TLS); otherwise none, and every transport takes the general walk.
+_PLAIN_TCP = (tcp.Server, tcp.Client) if enabled("socketWrites") else ()
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
 _BYTES_ACKED = struct.Struct("=Q")  # struct tcp_info.tcpi_bytes_acked, at offset 120 (Linux >= 4.1)

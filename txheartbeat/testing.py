@@ -48,6 +48,7 @@ from twisted.internet.interfaces import (
     IHostnameResolver,
     IHostResolution,
     IPushProducer,
+    IReactorPluggableNameResolver,
     IResolutionReceiver,
     ISSLTransport,
 )
@@ -159,6 +160,9 @@ class RecordingHandler(HeartbeatHandler):
 
 class EchoServerProtocol(WebSocketServerProtocol):
     """An Autobahn server protocol that echoes every message back."""
+
+    def onConnect(self, request: Any) -> None:
+        """Accept, without the info line older Autobahn logs with the whole request (headers, query)."""
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """Send the message back as it came."""
@@ -403,6 +407,7 @@ class _MemoryNameResolver:
         return resolution
 
 
+@implementer(IReactorPluggableNameResolver)  # (Twisted's own MemoryReactorClock is one only since 23.10)
 class MemoryReactor(MemoryReactorClock):
     """
     A ``MemoryReactorClock`` with working client connectors and an in-memory network.
@@ -420,7 +425,12 @@ class MemoryReactor(MemoryReactorClock):
         #: name -> IP literals it resolves to, in order (``[]``: no address, a DNS failure);
         #: names not listed resolve to ``127.0.0.1``, as with Twisted's ``MemoryReactor``
         self.hosts: Dict[str, List[str]] = {"localhost": ["127.0.0.1"]}
-        self.nameResolver = _MemoryNameResolver(self)
+        self.nameResolver: IHostnameResolver = _MemoryNameResolver(self)
+
+    def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:
+        """Use ``resolver`` for names from now on; returns the one it replaces."""
+        previous, self.nameResolver = self.nameResolver, resolver
+        return previous
 
     def connectTCP(
         self, host: str, port: int, factory: Any, timeout: Any = 30, bindAddress: Any = None
