@@ -17,7 +17,7 @@ setup(
     license="MIT",
     license_files=["LICENSE"],
     packages=find_packages(include=["txheartbeat", "txheartbeat.*"]),
-    package_data={"txheartbeat": ["py.typed"]},
+    package_data={"txheartbeat": ["py.typed", "static/*.js"]},
     python_requires=">=3.10",
     # The floors are tested: CI runs the suite on them (.ci/constraints-floor.txt) on Python 3.10.
     install_requires=[
@@ -27,15 +27,15 @@ setup(
     ],
     extras_require={
         "test": [
-            "pytest>=7",
-            "pytest-twisted>=1.14",
-            "hypothesis>=6",
-            "websockets>=12",
-            "prometheus-client>=0.17",
-            "pydoctor>=23.9",
+            "pytest>=7.0.0",
+            "pytest-twisted>=1.14.0",
+            "hypothesis>=6.0.0",
+            "websockets>=12.0",
+            "prometheus-client>=0.17.0",
+            "pydoctor>=23.9.0",
         ],
-        "docs": ["pydoctor>=23.9"],
-        "prometheus": ["prometheus-client>=0.17"],
+        "docs": ["pydoctor>=23.9.0"],
+        "prometheus": ["prometheus-client>=0.17.0"],
         "lint": ["ruff>=0.4", "mypy>=1.8", "mypy-zope>=1.0"],
     },
     entry_points={"console_scripts": ["txheartbeat = txheartbeat._cli:main"]},

@@ -43,6 +43,7 @@ with warnings.catch_warnings():
     from twisted.web.static import File
 
 from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol
+from txheartbeat._browser import SCRIPT_FILE
 
 from . import cdp
 from .test_integration import Timeline
@@ -200,6 +201,7 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("pages")
     for page in PAGES.glob("*.html"):
         shutil.copy(page, root)
+    shutil.copy(SCRIPT_FILE, root)  # txheartbeat.js, as a page's own copy of it
     try:
         (root / "websocket-heartbeat-js.js").write_bytes(seedBuild())
         missing = None

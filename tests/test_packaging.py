@@ -40,7 +40,7 @@ def test_declared_pythons_are_the_ones_ci_runs():
     )
     assert pythons == ["3.10", "3.11", "3.12", "3.13"]
     assert meta["Requires-Python"] == ">=3.10"
-    floors = dict(re.findall(r"^([a-z]+)==([\d.]+)$", (ROOT / ".ci" / "constraints-floor.txt").read_text(), re.M))
+    floors = dict(re.findall(r"^([a-z-]+)==([\d.]+)$", (ROOT / ".ci" / "constraints-floor.txt").read_text(), re.M))
     requires = " ".join(meta.get_all("Requires-Dist") or [])
     for name, version in floors.items():
         assert re.search(rf"\b{name}(\[[^\]]*\])?\s*\(?>={re.escape(version)}\b", requires, re.I), (name, requires)

@@ -24,6 +24,7 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 
+from ._browser import response as browserScript
 from ._protocol import HandshakeLog
 from ._server import HeartbeatServerFactory, HeartbeatServerProtocol
 
@@ -202,7 +203,15 @@ class StatusServerProtocol(HeartbeatServerProtocol):
             super().succeedHandshake(res)
 
     def sendServerStatus(self, redirectUrl: Optional[str] = None, redirectAfter: int = 0) -> None:
-        """A plain GET: the status page at ``/``, 404 elsewhere (instead of Autobahn's page)."""
+        """A plain GET: the status page at ``/``, txheartbeat.js, 404 elsewhere (instead of Autobahn's page)."""
+        answer = browserScript(self.http_request_path, self.http_headers)
+        if answer is not None:
+            status, headers, body = answer
+            lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Not Modified'}"]
+            lines += [f"{name}: {value}" for name, value in headers.items()]
+            lines.append(f"Content-Length: {len(body)}")
+            self.sendData(("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body)
+            return
         if self.http_request_path != "/":
             self.sendHttpErrorResponse(404, "Not Found")
             return
@@ -442,6 +451,8 @@ PAGE = f"""<!doctype html>
 </table>
 <p id="more" class="note" hidden></p>
 <p id="empty" class="note">No client connected.</p>
+<p class="note">Browser client: <a href="/txheartbeat.js">/txheartbeat.js</a> (ES module) or
+<a href="/txheartbeat.classic.js">/txheartbeat.classic.js</a>, a drop-in for websocket-heartbeat-js.</p>
 <script>{_SCRIPT}</script>
 </body>
 </html>

@@ -1,0 +1,82 @@
+"""
+txheartbeat.js, the browser end: served by ``txheartbeat serve`` as an ES
+module and as a classic script, and its unit tests on Node's test runner
+(``tests/js/``, a fake clock and fake sockets).
+"""
+
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from txheartbeat._browser import SCRIPT_FILE, script
+
+from .test_cli import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE = shutil.which("node")
+
+
+def get(url, **headers):
+    """Status, headers (lowercased names) and body of a GET with ``headers``, never through a proxy."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def test_serve_answers_the_module_and_the_classic_script_cacheable():
+    """GET /txheartbeat.js is the module, /txheartbeat.classic.js the same without its export line; JavaScript, cacheable, readable from any origin, 304 when unchanged."""
+    with Server() as server:
+        base = f"http://127.0.0.1:{server.port}"
+        status, headers, body = get(base + "/txheartbeat.js")
+        classic = get(base + "/txheartbeat.classic.js")
+        again = get(base + "/txheartbeat.js", **{"If-None-Match": headers["etag"]})
+    assert status == 200 and body == SCRIPT_FILE.read_bytes()
+    assert headers["content-type"] == "text/javascript; charset=utf-8"
+    assert headers["cache-control"] == "public, max-age=3600"
+    assert headers["access-control-allow-origin"] == "*" and headers["x-content-type-options"] == "nosniff"
+    assert classic[0] == 200 and classic[2] == body.replace(b"export default WebsocketHeartbeat;\n", b"")
+    assert b"export " not in classic[2] and classic[1]["etag"] != headers["etag"]
+    assert again[0] == 304 and again[2] == b""
+
+
+@pytest.mark.skipif(
+    NODE is None, reason="no node on PATH: the JavaScript unit tests need Node's test runner (node --test)"
+)
+def test_javascript_unit_tests_pass_on_node():
+    """The module's own tests (tests/js/, Node's built-in runner, fake clock and sockets) pass."""
+    out = subprocess.run([NODE, "--test", "tests/js/"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "# fail 0" in out.stdout and "# pass 0" not in out.stdout
+
+
+@pytest.mark.skipif(NODE is None, reason="no node on PATH")
+def test_classic_script_sets_the_global_and_the_module_exports_it():
+    """The classic form runs as a plain script and sets WebsocketHeartbeat; the module's default export is the same constructor."""
+    code = (
+        "const vm = require('vm'); const ctx = {}; ctx.globalThis = ctx;"
+        "vm.runInNewContext(require('fs').readFileSync(0, 'utf8'), ctx);"
+        "console.log(typeof ctx.WebsocketHeartbeat, typeof ctx.WebsocketHeartbeat.miniProgram);"
+    )
+    out = subprocess.run(
+        [NODE, "-e", code], input=script(classic=True).decode(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["function", "function"]
+    module = subprocess.run(
+        [
+            NODE,
+            "--input-type=module",
+            "-e",
+            f"import W from {str(SCRIPT_FILE)!r}; console.log(W.name, globalThis.WebsocketHeartbeat === W)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert module.stdout.split() == ["WebsocketHeartbeat", "true"], module.stderr
