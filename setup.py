@@ -30,7 +30,7 @@ setup(
             "pytest>=7.0.0",
             "pytest-twisted>=1.14.0",
             "hypothesis>=6.0.0",
-            "websockets>=12.0",
+            "websockets>=15.0",
             "prometheus-client>=0.17.0",
             "pydoctor>=23.9.0",
         ],
