@@ -137,7 +137,7 @@ def test_send_data_shortcut_counts_and_falls_back(monkeypatch):
     assert len(calls) == 2
 
 
-@needsShortcut("socketWrites")
+@needsShortcut("socketWrites", "sendData")  # (frames reach writeNow only through our sendData)
 @pytest_twisted.inlineCallbacks
 def test_write_now_relies_on_twisted_attributes_that_exist():
     """writeNow reads Twisted's TCP buffer attributes: on a real connection (both ends) they exist, and a frame sent on an idle connection leaves nothing buffered."""

@@ -85,7 +85,8 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
         from ._shortcuts import report
 
-        parser.exit(0, report())
+        sys.stdout.write(report())
+        parser.exit(0)
 
 
 def buildParser() -> argparse.ArgumentParser:

@@ -46,74 +46,72 @@ class Shortcut(NamedTuple):
     verified: FrozenSet[str]
 
 
-# Verified: Autobahn 22.4.2 to 26.11.1 and Twisted 22.10.0 to 26.10.0 (the floor and the
-# newest, tested in CI).  Where a digest differs between them the diff was read: Autobahn's
-# frame reading changed only for compressed data frames, its client handshake only in
-# failing a bad response, Twisted's doWrite only in how it joins its buffers.
+_AUTOBAHN = ("autobahn.twisted.websocket:WebSocketServerProtocol", "autobahn.twisted.websocket:WebSocketClientProtocol")
+_TCP = ("twisted.internet.tcp:Server", "twisted.internet.tcp:Client")
+
+
+def _on(classes: Tuple[str, ...], *methods: str) -> Tuple[str, ...]:
+    """``methods`` as the classes in use resolve them (an override added between their base and ours shows)."""
+    return tuple(f"{cls}.{method}" for method in methods for cls in classes)
+
+
+# Verified: Autobahn 22.4.2, 24.4.2 (the newest on Python 3.10) and 26.11.1 with Twisted
+# 22.10.0 and 26.10.0 (the floor and the newest, tested in CI).  Where a digest differs
+# between them the diff was read: Autobahn's frame reading changed only for compressed
+# data frames, its client handshake only in failing a bad response and one log level,
+# Twisted's doWrite only in how it joins its buffers.
 SHORTCUTS: Tuple[Shortcut, ...] = (
     Shortcut(
         "sendData",
         "frames go out without Autobahn's per-frame debug line; an empty send queue is a list",
-        (
-            "autobahn.websocket.protocol:WebSocketProtocol.sendData",
-            "autobahn.websocket.protocol:WebSocketProtocol._send",
-        ),
-        frozenset({"1477596cfc9a1880"}),
+        _on(_AUTOBAHN, "sendData", "_send"),
+        frozenset({"6606f012a05452fa"}),
     ),
     Shortcut(
         "dataReceived",
         "inbound bytes skip the debug line Autobahn's Twisted adapter formats",
-        ("autobahn.twisted.websocket:WebSocketAdapterProtocol.dataReceived",),
-        frozenset({"f24d81ce43eb0edc"}),
+        _on(_AUTOBAHN, "dataReceived"),
+        frozenset({"2171c67cd0ca883f"}),
     ),
     Shortcut(
         "pongFrames",
         "a whole pong frame between frames is read without Autobahn's frame parser",
-        (
-            "autobahn.twisted.websocket:WebSocketAdapterProtocol._onPong",
-            "autobahn.websocket.protocol:WebSocketProtocol._dataReceived",
-            "autobahn.websocket.protocol:WebSocketProtocol.consumeData",
-            "autobahn.websocket.protocol:WebSocketProtocol.processData",
-            "autobahn.websocket.protocol:WebSocketProtocol.onFrameBegin",
-            "autobahn.websocket.protocol:WebSocketProtocol.onFrameData",
-            "autobahn.websocket.protocol:WebSocketProtocol.onFrameEnd",
-            "autobahn.websocket.protocol:WebSocketProtocol.processControlFrame",
+        _on(
+            _AUTOBAHN,
+            "_onPong",
+            "_dataReceived",
+            "consumeData",
+            "processData",
+            "onFrameBegin",
+            "onFrameData",
+            "onFrameEnd",
+            "processControlFrame",
         ),
-        frozenset({"6dbbf7f00471c209", "91744af425467fd3"}),
+        frozenset({"c8c933666bb74b35", "afe3a7909b53c065"}),
     ),
     Shortcut(
         "pingFrames",
         "ping frames are built without Autobahn's per-frame cffi masker",
-        (
-            "autobahn.websocket.protocol:WebSocketProtocol.sendPing",
-            "autobahn.websocket.protocol:WebSocketProtocol.sendFrame",
-        ),
-        frozenset({"c2ab9375fb2eb509"}),
+        _on(_AUTOBAHN, "sendPing", "sendFrame"),
+        frozenset({"7fdf7664e0b718d2"}),
     ),
     Shortcut(
         "handshakeMemory",
         "what Autobahn keeps of the opening handshake is dropped once open",
-        (
-            "autobahn.websocket.protocol:WebSocketServerProtocol.processHandshake",
-            "autobahn.websocket.protocol:WebSocketClientProtocol.processHandshake",
-        ),
-        frozenset({"5f9baaaf0086b9ab", "eaa78e89594eed1f"}),
+        _on(_AUTOBAHN, "processHandshake"),
+        frozenset({"a9ff3652848d864d", "c092811ffbc2493c", "d4dca6f1b73e41e7"}),
     ),
     Shortcut(
         "socketWrites",
         "frames are written straight to an idle TCP socket and its progress read from Twisted's buffers",
-        (
-            "twisted.internet.abstract:FileDescriptor.write",
-            "twisted.internet.abstract:FileDescriptor.doWrite",
-            "twisted.internet.tcp:Connection.writeSomeData",
-        ),
-        frozenset({"7e660f1209267c00", "4c4c2b67abd78ba6"}),
+        _on(_TCP, "write", "doWrite", "writeSomeData"),
+        frozenset({"321152aa6aa02a2d", "315f953350060244"}),
     ),
     Shortcut(
         "failedConnects",
         "a failed TCP connect's transport is freed without a full GC pass",
-        ("twisted.internet.tcp:BaseClient.doConnect",),
-        frozenset({"a92d8bc166801013"}),
+        _on(_TCP[1:], "doConnect"),
+        frozenset({"79c8470663ffa2f7"}),
     ),
 )
 
@@ -126,13 +124,40 @@ def _resolve(path: str) -> object:
     return value
 
 
+#: calls whose arguments are messages for people (a log line, a close reason, an error text)
+_MESSAGE_CALLS = frozenset(
+    {"debug", "info", "warn", "warning", "error", "critical", "failure", "trace", "msg"}
+    | {"_protocol_violation", "_invalid_payload", "_fail_connection", "failHandshake", "_max_message_size_exceeded"}
+)
+
+
+def _isMessage(node: ast.AST) -> bool:
+    """A text for people: a string, an f-string, ``"...".format(...)``, ``"..." % (...)``."""
+    if isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+        return _isMessage(node.left)
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "format"
+        and _isMessage(node.func.value)
+    )
+
+
 class _Normalise(ast.NodeTransformer):
-    """What a reformatting changes and behaviour does not: annotations, docstrings, message texts."""
+    """
+    What a reformatting changes and behaviour does not: annotations,
+    docstrings, and the texts of messages (in log calls, close reasons and
+    raised errors; every other string is kept, as code).
+    """
+
+    _TEXT = "<text>"
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
         node.returns = None
         body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        if body and isinstance(body[0], ast.Expr) and _isMessage(body[0].value):
             node.body = body[1:] or [ast.Pass()]
         return self.generic_visit(node)
 
@@ -140,23 +165,34 @@ class _Normalise(ast.NodeTransformer):
         node.annotation = None
         return node
 
-    def visit_JoinedStr(self, node: ast.JoinedStr) -> ast.AST:
-        return ast.Constant("<text>")
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
+        if node.value is None:
+            return ast.Pass()
+        return self.visit(ast.Assign(targets=[node.target], value=node.value, lineno=node.lineno))
+
+    def _blind(self, args: List[ast.expr]) -> List[ast.expr]:
+        return [ast.Constant(self._TEXT) if _isMessage(a) else self.visit(a) for a in args]
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
-        # "...".format(...) reads as an f-string in newer releases: both are a message text
         function = node.func
-        if (
-            isinstance(function, ast.Attribute)
-            and function.attr == "format"
-            and isinstance(function.value, ast.Constant)
-            and isinstance(function.value.value, str)
-        ):
-            return ast.Constant("<text>")
+        name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", None)
+        if name in _MESSAGE_CALLS:
+            node.func = self.visit(function)
+            node.args = self._blind(node.args)
+            for keyword in node.keywords:
+                keyword.value = ast.Constant(self._TEXT) if _isMessage(keyword.value) else self.visit(keyword.value)
+            return node
         return self.generic_visit(node)
 
-    def visit_Constant(self, node: ast.Constant) -> ast.AST:
-        return ast.Constant("<text>") if isinstance(node.value, str) else node
+    def visit_Raise(self, node: ast.Raise) -> ast.AST:
+        if isinstance(node.exc, ast.Call):
+            node.exc.func = self.visit(node.exc.func)
+            node.exc.args = self._blind(node.exc.args)
+            node.exc.keywords = [self.visit(k) for k in node.exc.keywords]
+            if node.cause is not None:
+                node.cause = self.visit(node.cause)
+            return node
+        return self.generic_visit(node)
 
 
 #: fields some Python versions add to a node and others lack (3.12's type parameters, ...)
@@ -173,31 +209,52 @@ def _dump(node: object) -> str:
     return repr(node)
 
 
+def _code(function: object) -> str:
+    """A function's normalised syntax tree as text (once per function: both ends share most of them)."""
+    try:
+        return _CODE[function]
+    except (KeyError, TypeError):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))  # type: ignore[arg-type]
+        code = _CODE[function] = _dump(_Normalise().visit(tree))
+        return code
+
+
+_CODE: Dict[object, str] = {}
+
+
 def digest(paths: Tuple[str, ...]) -> Optional[str]:
     """
     sha256 (first 16 hex digits) of the code of ``paths`` in order, read from
     their source without what formatting changes (layout, comments,
-    annotations, docstrings, the texts of messages); ``None`` if any cannot
-    be read.
+    annotations, docstrings, the texts of messages), with the qualified name
+    each resolves to; ``None`` if any cannot be read.
     """
     try:
-        trees = [ast.parse(textwrap.dedent(inspect.getsource(_resolve(path)))) for path in paths]  # type: ignore[arg-type]
-    except (ImportError, AttributeError, OSError, TypeError, SyntaxError):
+        # Where each resolved (a new override in between changes it), then what it does.
+        code = "".join(f"{getattr(f, '__qualname__', '')}:{_code(f)}" for f in map(_resolve, paths))
+    except Exception:  # (no source, a file changed since import, ...: the shortcut is off)
         return None
-    code = "".join(_dump(_Normalise().visit(tree)) for tree in trees)
     return hashlib.sha256(code.encode("utf-8")).hexdigest()[:16]
 
 
-def _forcedOff(setting: str) -> FrozenSet[str]:
+def _forcedOff(setting: str) -> Tuple[FrozenSet[str], List[str]]:
+    """The shortcuts ``TXHEARTBEAT_SHORTCUTS`` turns off, and the parts of it that mean nothing."""
     setting = setting.strip()
+    names = {s.name for s in SHORTCUTS}
     if setting.lower() in ("off", "0", "none", "false"):
-        return frozenset(s.name for s in SHORTCUTS)
-    return frozenset(part.strip()[1:] for part in setting.split(",") if part.strip().startswith("-"))
+        return frozenset(names), []
+    off, unknown = set(), []
+    for part in (p.strip() for p in setting.split(",")):
+        if part.startswith("-") and part[1:] in names:
+            off.add(part[1:])
+        elif part:
+            unknown.append(part)
+    return frozenset(off), unknown
 
 
 def check(environ: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[bool, str]]:
     """Each shortcut's name -> (on, why): checked against the code installed now and ``TXHEARTBEAT_SHORTCUTS``."""
-    forced = _forcedOff((os.environ if environ is None else environ).get("TXHEARTBEAT_SHORTCUTS", ""))
+    forced, _ = _forcedOff((os.environ if environ is None else environ).get("TXHEARTBEAT_SHORTCUTS", ""))
     verdicts: Dict[str, Tuple[bool, str]] = {}
     for shortcut in SHORTCUTS:
         if shortcut.name in forced:
@@ -248,11 +305,19 @@ def report() -> str:
 
 
 def _report() -> None:
+    _, unknown = _forcedOff(os.environ.get("TXHEARTBEAT_SHORTCUTS", ""))
+    if unknown:
+        _log.warn(
+            "txheartbeat: TXHEARTBEAT_SHORTCUTS: {unknown} turn(s) nothing off: say off, or -name for any of {names}",
+            unknown=", ".join(repr(u) for u in unknown),
+            names=", ".join(s.name for s in SHORTCUTS),
+        )
     off: List[str] = [f"{name} ({why})" for name, (on, why) in VERDICTS.items() if not on]
     if off:
         _log.info(
             "txheartbeat: Autobahn's or Twisted's own code path is used for {count} shortcut(s) on {versions}: "
-            "{shortcuts}; the behaviour is the same, only slower",
+            "{shortcuts}; the protocol is the same, idle connections cost more CPU and memory, and frames "
+            "wait in Twisted's buffer until the next reactor turn (a burst counts against maxBuffered sooner)",
             count=len(off),
             versions=versions(),
             shortcuts="; ".join(off),
