@@ -11,6 +11,7 @@ from txheartbeat import (
     GaveUp,
     HandshakeError,
     HeartbeatClientFactory,
+    HeartbeatHandler,
     HeartbeatTimeout,
     NotConnected,
     OpenTimeout,
@@ -581,6 +582,48 @@ def test_bad_urls(reactor, url):
     """Malformed or non-WebSocket URLs raise ValueError at construction."""
     with pytest.raises(ValueError):
         HeartbeatClientFactory(url, RecordingHandler(), reactor=reactor)
+
+
+class ForgetsSuper(HeartbeatHandler):
+    """A subclass whose __init__ does not call super().__init__()."""
+
+    def __init__(self, name):
+        self.name = name
+        self.got = []
+
+    def onMessage(self, payload, isBinary):
+        self.got.append(payload)
+
+
+class CallsSuper(HeartbeatHandler):
+    """The same, calling super().__init__() first."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+        self.got = []
+
+    onMessage = ForgetsSuper.onMessage
+
+
+@pytest.mark.parametrize("kind", [ForgetsSuper, CallsSuper])
+def test_handler_subclass_works_with_or_without_super_init(reactor, kind):
+    """A handler subclass works whether its __init__ calls super().__init__() or not: queue, connect, send, stats, close; two instances share nothing."""
+    first, second = kind("first"), kind("second")
+    first.send("queued")
+    assert first.queued == ["queued"] and second.queued == []
+    assert first.factory is None and first.stats.messagesSent == 0
+    connect(URL, first, reactor=reactor, pingInterval=None)
+    reactor.accept()
+    first.send("direct")
+    reactor.flush()
+    assert first.got == [b"queued", b"direct"]
+    assert (first.stats.opens, first.stats.messagesSent, first.stats.messagesReceived) == (1, 2, 2)
+    assert (second.stats.opens, second.stats.messagesSent) == (0, 0)
+    first.close()
+    reactor.advance(10)
+    assert first.factory.state == "closed"
+    quiet(reactor)
 
 
 def test_handler_type_and_single_owner(reactor):

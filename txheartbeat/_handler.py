@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred, succeed
@@ -129,18 +130,27 @@ class HeartbeatHandler:
     docstrings.
     """
 
+    # Every attribute has a class default or is made on first use, so that a
+    # subclass whose __init__ does not call super().__init__() works all the same.
+
     #: the current native protocol instance, or ``None`` between connections
     protocol: Optional[HeartbeatClientProtocol] = None
     #: with ``resume``: whether the last open carried on the session (nothing
     #: was lost; the server kept its state of this client)
     resumed = False
+    #: the factory this handler belongs to, or ``None`` before the first connect
+    factory: Optional[HeartbeatClientFactory] = None
+    # Created on first use: an empty deque costs ~600 bytes, times 10,000 clients.
+    _queue: Optional[Deque[Message]] = None
+    _queueSize = 1000
 
     def __init__(self) -> None:
-        self._counts = _Counts()
-        self.factory: Optional[HeartbeatClientFactory] = None
-        # Created on first use: an empty deque costs ~600 bytes, times 10,000 clients.
-        self._queue: Optional[Deque[Message]] = None
-        self._queueSize = 1000
+        pass  # (nothing to set up; subclasses may call it or not)
+
+    @cached_property
+    def _counts(self) -> _Counts:
+        # Made at first use, then a plain instance attribute (no cost on the per-message path).
+        return _Counts()
 
     # Hooks -----------------------------------------------------------------
 
