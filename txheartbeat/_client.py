@@ -912,7 +912,13 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         counts = handler._counts
         if resumed:
             counts.resumes += 1
-            counts.replayed += protocol._stream.resent if protocol._stream is not None else 0
+            resent = protocol._stream.resent if protocol._stream is not None else 0
+            counts.replayed += resent
+            # The replay's oldest ``resent`` went out before; the rest were sent while
+            # disconnected and leave now for the first time: count them once, here.
+            first = replay[resent:]
+            counts.messagesSent += len(first)
+            counts.bytesSent += sum(len(payload) for payload, _ in first)
             protocol.replay(replay)  # before anything a hook sends
             _log.info("txheartbeat: session resumed ({n} unacknowledged message(s) sent)", n=len(replay))
         if lost is not None:

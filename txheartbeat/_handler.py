@@ -58,7 +58,10 @@ class HeartbeatStats:
     heartbeatsAnswered: int = 0
     #: connections dropped because the peer went silent
     deadPeers: int = 0
-    #: messages handed to an open connection (flushed ones included)
+    #: messages handed to an open connection, each counted once: flushed ones
+    #: and (with ``resume``) ones sent while disconnected, counted when they go
+    #: out at the resume; a message sent again after a drop is not counted
+    #: again (see :attr:`replayed`)
     messagesSent: int = 0
     #: messages delivered to ``onMessage`` (heartbeat answers included)
     messagesReceived: int = 0
