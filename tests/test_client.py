@@ -584,6 +584,29 @@ def test_bad_urls(reactor, url):
         HeartbeatClientFactory(url, RecordingHandler(), reactor=reactor)
 
 
+@pytest.mark.parametrize("url", [None, b"ws://127.0.0.1:9000/", 9000])
+def test_url_that_is_not_a_str_says_so(reactor, url):
+    """connect() with a URL that is not a str raises TypeError saying the URL must be a str (not Autobahn's bytes-like error)."""
+    with pytest.raises(TypeError, match=r"^the URL must be a str such as 'ws://127\.0\.0\.1:9000/', not "):
+        connect(url, RecordingHandler(), reactor=reactor)
+
+
+@pytest.mark.parametrize(
+    "option, said",
+    [
+        ("pingIntervall", "pingIntervall (did you mean pingInterval"),
+        ("maxMesagePayloadSize", "maxMesagePayloadSize (did you mean maxMessagePayloadSize"),  # Autobahn's
+        ("frobnicate", "frobnicate. "),
+    ],
+)
+def test_unknown_option_is_named_with_the_close_match(reactor, option, said):
+    """An unknown option raises ValueError naming it and suggesting the closest of ours and Autobahn's, before anything starts."""
+    with pytest.raises(ValueError, match="^unknown option for HeartbeatClientFactory: ") as raised:
+        connect(URL, RecordingHandler(), reactor=reactor, **{option: 5})
+    assert said in str(raised.value)
+    assert reactor.pending == [] and reactor.getDelayedCalls() == []
+
+
 class ForgetsSuper(HeartbeatHandler):
     """A subclass whose __init__ does not call super().__init__()."""
 

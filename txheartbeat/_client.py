@@ -39,6 +39,7 @@ from ._errors import ConnectionClosed, GaveUp, HandshakeError, NotConnected, Ope
 from ._handler import HeartbeatHandler, Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
 from ._lifecycle import ATTEMPTING, FINAL, TRANSITIONS, Event, State
+from ._options import checkOptions, checkURL
 from ._protocol import (
     AUTOPING_OPTIONS,
     ExactTimer,
@@ -515,8 +516,16 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         reactor: Any = None,
         **options: Any,
     ) -> None:
+        checkURL(url)
         if not isinstance(handler, HeartbeatHandler):
             raise TypeError(f"handler must be a HeartbeatHandler instance, got {type(handler).__name__}")
+        checkOptions(
+            type(self).__name__,
+            options,
+            (HeartbeatClientFactory.__init__, WebSocketClientFactory.setProtocolOptions),
+            _FACTORY_ARGS,
+            tuple(_OWNED_OPTIONS),
+        )
         checkInterval("pingInterval", pingInterval)
         checkInterval("pongTimeout", pongTimeout)
         checkInterval("openTimeout", openTimeout, allowNone=False)
