@@ -607,6 +607,34 @@ def test_unknown_option_is_named_with_the_close_match(reactor, option, said):
     assert reactor.pending == [] and reactor.getDelayedCalls() == []
 
 
+def test_gave_up_says_where_and_why_without_secrets(reactor, handler):
+    """GaveUp carries the redacted URL and the last failure, and its message names both (never the password or query)."""
+    failures = []
+    url = "ws://alice:s3cret@127.0.0.1:9000/feed?token=t0ken"
+    connect(url, handler, reactor=reactor, maxRetries=1, jitter=0).addErrback(failures.append)
+    reactor.refuse()
+    reactor.advance(5)
+    reactor.refuse(DNSLookupError("no such name"))
+    (failure,) = failures
+    error = failure.value
+    assert isinstance(error, GaveUp) and error.attempts == 2
+    assert error.url == "ws://127.0.0.1:9000/feed"
+    assert error.reason.check(DNSLookupError) and handler.reasons[-1] == ("onGiveUp", error.reason.value)
+    assert str(error) == (
+        "gave up on ws://127.0.0.1:9000/feed after 2 failed attempt(s) in a row; "
+        "the last: DNSLookupError: DNS lookup failed: no such name."
+    )
+    assert "s3cret" not in str(error) and "t0ken" not in str(error)
+    quiet(reactor)
+
+
+def test_gave_up_keeps_its_0_1_constructor():
+    """GaveUp(attempts) still works as in 0.1: .attempts, no URL or reason, the old message."""
+    error = GaveUp(3)
+    assert (error.attempts, error.url, error.reason) == (3, None, None)
+    assert str(error) == "gave up after 3 failed attempt(s) in a row"
+
+
 class ForgetsSuper(HeartbeatHandler):
     """A subclass whose __init__ does not call super().__init__()."""
 

@@ -998,7 +998,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
                 url=self.safeURL,
                 n=self._failures,
             )
-            self._event(Event.GIVE_UP, GaveUp(self._failures), failure)
+            self._event(Event.GIVE_UP, GaveUp(self._failures, self.safeURL, failure), failure)
         else:
             self.retries += 1
             if self._policy is None or self._policy.backsOff(failure):
