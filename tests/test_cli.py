@@ -63,6 +63,7 @@ def test_demo_keeps_every_promise():
         ["connect"],
         ["connect", "ws://127.0.0.1:1/", "--ping-interval", "0"],
         ["connect", "ws://127.0.0.1:1/", "--max-retries", "-1"],
+        ["connect", "ws://127.0.0.1:1/", "--open-timeout", "0"],
         ["connect", "http://not-a-websocket/"],
         ["serve", "--port", "70000"],
         ["serve", "--pong-timeout", "soon"],
@@ -155,11 +156,11 @@ def test_connect_gives_up_exit_1():
     "lines, said",
     [("", "nothing was sent"), ("one\ntwo\n", "2 queued message(s) were not sent")],
 )
-def test_connect_eof_before_open_says_so_exit_1(lines, said):
-    """End of input before the connection opens closes for good, says what was not sent, and exits 1."""
+def test_connect_eof_and_never_opens_says_so_exit_1(lines, said):
+    """Input that ends while nothing listens waits --open-timeout for the open, then closes for good, says what was not sent, and exits 1."""
     port = free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "txheartbeat", "connect", f"ws://127.0.0.1:{port}/"],
+        [sys.executable, "-m", "txheartbeat", "connect", f"ws://127.0.0.1:{port}/", "--open-timeout", "0.5"],
         input=lines,
         capture_output=True,
         text=True,
@@ -169,8 +170,33 @@ def test_connect_eof_before_open_says_so_exit_1(lines, said):
     assert result.returncode == 1, result.stderr
     err = result.stderr.splitlines()
     assert err[0] == f"* connecting to ws://127.0.0.1:{port}/"
-    assert err[-1] == f"* input ended before the connection opened; {said}"
+    assert "* input ended; waiting up to 0.5 s for the open" in err
+    assert err[-1] == f"* the connection did not open within 0.5 s of the end of input; {said}"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("via", ["pipe", "file"])
+def test_connect_sends_input_that_ended_before_the_open_exit_0(tmp_path, via):
+    """Input that ends before the connection opens (`echo ... | txheartbeat connect URL`, or `< file`) is sent at the open, then the client closes cleanly and exits 0."""
+    lines = "hello\nworld\n"
+    path = tmp_path / "lines.txt"
+    path.write_text(lines)
+    with Server() as server, open(path) as file:
+        stdin = {"input": lines} if via == "pipe" else {"stdin": file}
+        result = subprocess.run(
+            [sys.executable, "-m", "txheartbeat", "connect", server.url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=ENV,
+            **stdin,
+        )
+        server.expect("closed (clean=True, code=1000)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["hello", "world"]
+    err = result.stderr.splitlines()
+    assert err[-1] == "* closed (clean=True, code=1000)", result.stderr
+    assert "* open" in err and "not sent" not in result.stderr
 
 
 def test_connect_says_where_without_credentials():
