@@ -320,11 +320,20 @@ class Process(protocol.ProcessProtocol):
 
 
 def spawn(*args: str) -> Tuple[Process, object]:
+    """`python -m txheartbeat ARGS`, or with ``args[0]`` a path ending in ``.py``, `python PATH ARGS...`."""
     from twisted.internet import reactor
 
     process = Process()
-    transport = reactor.spawnProcess(process, sys.executable, [sys.executable, "-m", "txheartbeat", *args], env=ENV)
+    command = list(args) if args and args[0].endswith(".py") else ["-m", "txheartbeat", *args]
+    transport = reactor.spawnProcess(process, sys.executable, [sys.executable, *command], env=ENV, path=str(ROOT))
     return process, transport
+
+
+async def serving(process: Process, fd: int) -> str:
+    """The ``ws://`` URL a server process says it serves (on ``fd``), once it says so."""
+    await process.expect(fd, "serving ws://")
+    line = next(line for line in process.lines[fd] if "serving ws://" in line)
+    return re.search(r"ws://[^/\s]+/", line).group(0)
 
 
 async def stop(process: Process, transport) -> None:
@@ -352,6 +361,8 @@ class Client(HeartbeatHandler):
     def __init__(self) -> None:
         super().__init__()
         self.echoes: List[bytes] = []
+        #: ``(wasClean, code)`` of every connection that closed, in order
+        self.closes: List[Tuple[bool, int]] = []
         self._waiting: Dict[str, List[defer.Deferred]] = {}
 
     def next(self, hook: str) -> defer.Deferred:
@@ -373,6 +384,7 @@ class Client(HeartbeatHandler):
         self._event("onMessage")
 
     def onClose(self, wasClean, code, reason) -> None:
+        self.closes.append((wasClean, code))
         self._event("onClose")
 
 
@@ -776,3 +788,70 @@ def test_serve_allows_every_origin_by_default():
         assert "origins: any, null included" in server.banner
         assert handshake(server.port, "https://evil.example.com").startswith("HTTP/1.1 101")
         assert handshake(server.port, "null").startswith("HTTP/1.1 101")
+
+
+# The examples -------------------------------------------------------------------------------
+
+EXAMPLES = ROOT / "examples"
+
+
+def test_every_example_is_run_by_a_test():
+    """Each file in examples/ is named by a test that runs it (or imports and drives it)."""
+    tests = "\n".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
+    for example in sorted(EXAMPLES.iterdir()):
+        assert f'"{example.name}"' in tests, f"no test runs examples/{example.name}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_example_pushes_relays_and_restarts_gracefully():
+    """examples/server.py pushes ticks to every client, relays what one sends, and on SIGTERM closes them with 1012 and exits 0 once they are gone."""
+    from twisted.internet import reactor
+    from twisted.internet.error import ProcessDone
+
+    server, transport = spawn(str(EXAMPLES / "server.py"), "0")
+    client = Client()
+    try:
+        url = await serving(server, 1)
+        await connect(url, client, reactor=reactor, pingInterval=None, maxRetries=0)
+        while not any(echo.startswith(b"tick ") for echo in client.echoes):
+            await client.next("onMessage")
+        relayed = client.next("onMessage")
+        client.send("to everyone")
+        await relayed
+        while b"to everyone" not in client.echoes:
+            await client.next("onMessage")
+        closed = client.next("onClose")
+        transport.signalProcess("TERM")
+        await closed
+        assert client.closes == [(True, 1012)]
+        assert isinstance(await server.ended, ProcessDone), server.output()
+    finally:
+        client.close()
+        await stop(server, transport)
+    out = server.lines[1]
+    assert any(line.endswith("joined (1 connected)") for line in out), server.output()
+    assert out[-1] == "every client has left; stopping", server.output()
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_example_prints_events_and_says_why_it_reconnects():
+    """examples/client.py against `txheartbeat serve`: says hello at the open, prints the echo, and when the server restarts says why it reconnects (close 1012); SIGTERM ends it cleanly."""
+    from twisted.internet.error import ProcessDone
+
+    server, serverTransport = spawn("serve", "--port", "0")
+    client = clientTransport = None
+    try:
+        url = await serving(server, 2)
+        client, clientTransport = spawn(str(EXAMPLES / "client.py"), url)
+        await client.expect(1, "message: hello 1 from examples/client.py")
+        await stop(server, serverTransport)  # SIGTERM: serve closes its clients with 1012
+        await client.expect(1, "closed (clean=True, code=1012)")
+        await client.expect(1, "reconnecting in")
+        clientTransport.signalProcess("TERM")
+        assert isinstance(await client.ended, ProcessDone), client.output()
+    finally:
+        if client is not None:
+            await stop(client, clientTransport)
+        await stop(server, serverTransport)
+    reconnect = next(line for line in client.lines[1] if line.startswith("reconnecting in"))
+    assert re.fullmatch(r"reconnecting in \d+\.\d\d s \(attempt 1\): connection closed \(code 1012: .*\)", reconnect)
