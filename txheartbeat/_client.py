@@ -409,9 +409,10 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     :param maxDelay: upper bound of any reconnect delay, jitter included.
     :param factor: growth of the delay per failed attempt.
     :param jitter: fraction of random spread, in ``[0, 1)``.
-    :param maxRetries: attempts that may fail in a row before giving up
-        (``0``: never retry after a failed attempt; ``None``: never give up).
-        A connection that opens resets the count.
+    :param maxRetries: retries after a failed attempt: it gives up once
+        ``maxRetries + 1`` attempts in a row have failed (``2``: at the third
+        failure; ``0``: at the first; ``None``: never).  A connection that
+        opens resets the count.
     :param minUptime: seconds a connection must stay open before the
         backoff delay starts again from ``initialDelay``.
     :param openTimeout: seconds allowed for ``prepare``, name resolution,

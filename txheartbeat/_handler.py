@@ -182,8 +182,8 @@ class HeartbeatHandler:
 
     def onGiveUp(self, reason: Optional[Failure] = None) -> None:
         """
-        Nothing more will be tried: ``maxRetries`` attempts failed in a row,
-        or ``shouldRetry`` said no.  ``reason`` is the last failure (overrides
+        Nothing more will be tried: ``maxRetries + 1`` attempts failed in a
+        row (the first and every retry), or ``shouldRetry`` said no.  ``reason`` is the last failure (overrides
         without the argument keep working).
         """
 
