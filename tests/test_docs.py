@@ -232,3 +232,25 @@ async def test_readme_first_example_runs_as_written(tmp_path, server):
         await stop(listening, listeningTransport)
     out = [line for line in client.lines[1] if not line.startswith("< tick ")]  # (examples/server.py pushes ticks)
     assert out == ["< newcomer is here", "< hello", "< bye", "closed; 3 messages sent"], client.output()
+
+
+def anchors(path: Path) -> Set[str]:
+    """The anchors GitHub makes for a page's headings (lower case, punctuation dropped, spaces to hyphens)."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    headings = re.findall(r"^#+\s+(.*)$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_links_between_pages_resolve():
+    """Every relative link in README.md and docs/*.md points to a file that exists and, with #anchor, to one of its headings."""
+    broken = []
+    for page in PAGES:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
+                broken.append(f"{page.name}: {target}")
+    assert broken == []
