@@ -63,6 +63,7 @@ def test_demo_keeps_every_promise():
         ["connect"],
         ["connect", "ws://127.0.0.1:1/", "--ping-interval", "0"],
         ["connect", "ws://127.0.0.1:1/", "--max-retries", "-1"],
+        ["connect", "ws://127.0.0.1:1/", "--open-timeout", "0"],
         ["connect", "http://not-a-websocket/"],
         ["serve", "--port", "70000"],
         ["serve", "--pong-timeout", "soon"],
@@ -163,11 +164,11 @@ def test_connect_gives_up_exit_1():
     "lines, said",
     [("", "nothing was sent"), ("one\ntwo\n", "2 queued message(s) were not sent")],
 )
-def test_connect_eof_before_open_says_so_exit_1(lines, said):
-    """End of input before the connection opens closes for good, says what was not sent, and exits 1."""
+def test_connect_eof_and_never_opens_says_so_exit_1(lines, said):
+    """Input that ends while nothing listens waits --open-timeout for the open, then closes for good, says what was not sent, and exits 1."""
     port = free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "txheartbeat", "connect", f"ws://127.0.0.1:{port}/"],
+        [sys.executable, "-m", "txheartbeat", "connect", f"ws://127.0.0.1:{port}/", "--open-timeout", "0.5"],
         input=lines,
         capture_output=True,
         text=True,
@@ -177,8 +178,33 @@ def test_connect_eof_before_open_says_so_exit_1(lines, said):
     assert result.returncode == 1, result.stderr
     err = result.stderr.splitlines()
     assert err[0] == f"* connecting to ws://127.0.0.1:{port}/"
-    assert err[-1] == f"* input ended before the connection opened; {said}"
+    assert "* input ended; waiting up to 0.5 s for the open" in err
+    assert err[-1] == f"* the connection did not open within 0.5 s of the end of input; {said}"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("via", ["pipe", "file"])
+def test_connect_sends_input_that_ended_before_the_open_exit_0(tmp_path, via):
+    """Input that ends before the connection opens (`echo ... | txheartbeat connect URL`, or `< file`) is sent at the open, then the client closes cleanly and exits 0."""
+    lines = "hello\nworld\n"
+    path = tmp_path / "lines.txt"
+    path.write_text(lines)
+    with Server() as server, open(path) as file:
+        stdin = {"input": lines} if via == "pipe" else {"stdin": file}
+        result = subprocess.run(
+            [sys.executable, "-m", "txheartbeat", "connect", server.url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=ENV,
+            **stdin,
+        )
+        server.expect("closed (clean=True, code=1000)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["hello", "world"]
+    err = result.stderr.splitlines()
+    assert err[-1] == "* closed (clean=True, code=1000)", result.stderr
+    assert "* open" in err and "not sent" not in result.stderr
 
 
 def test_connect_says_where_without_credentials():
@@ -303,11 +329,20 @@ class Process(protocol.ProcessProtocol):
 
 
 def spawn(*args: str) -> Tuple[Process, object]:
+    """`python -m txheartbeat ARGS`, or with ``args[0]`` a path ending in ``.py``, `python PATH ARGS...`."""
     from twisted.internet import reactor
 
     process = Process()
-    transport = reactor.spawnProcess(process, sys.executable, [sys.executable, "-m", "txheartbeat", *args], env=ENV)
+    command = list(args) if args and args[0].endswith(".py") else ["-m", "txheartbeat", *args]
+    transport = reactor.spawnProcess(process, sys.executable, [sys.executable, *command], env=ENV, path=str(ROOT))
     return process, transport
+
+
+async def serving(process: Process, fd: int) -> str:
+    """The ``ws://`` URL a server process says it serves (on ``fd``), once it says so."""
+    await process.expect(fd, "serving ws://")
+    line = next(line for line in process.lines[fd] if "serving ws://" in line)
+    return re.search(r"ws://[^/\s]+/", line).group(0)
 
 
 async def stop(process: Process, transport) -> None:
@@ -335,6 +370,8 @@ class Client(HeartbeatHandler):
     def __init__(self) -> None:
         super().__init__()
         self.echoes: List[bytes] = []
+        #: ``(wasClean, code)`` of every connection that closed, in order
+        self.closes: List[Tuple[bool, int]] = []
         self._waiting: Dict[str, List[defer.Deferred]] = {}
 
     def next(self, hook: str) -> defer.Deferred:
@@ -356,6 +393,7 @@ class Client(HeartbeatHandler):
         self._event("onMessage")
 
     def onClose(self, wasClean, code, reason) -> None:
+        self.closes.append((wasClean, code))
         self._event("onClose")
 
 
@@ -759,3 +797,70 @@ def test_serve_allows_every_origin_by_default():
         assert "origins: any, null included" in server.banner
         assert handshake(server.port, "https://evil.example.com").startswith("HTTP/1.1 101")
         assert handshake(server.port, "null").startswith("HTTP/1.1 101")
+
+
+# The examples -------------------------------------------------------------------------------
+
+EXAMPLES = ROOT / "examples"
+
+
+def test_every_example_is_run_by_a_test():
+    """Each file in examples/ is named by a test that runs it (or imports and drives it)."""
+    tests = "\n".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
+    for example in sorted(EXAMPLES.iterdir()):
+        assert f'"{example.name}"' in tests, f"no test runs examples/{example.name}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_example_pushes_relays_and_restarts_gracefully():
+    """examples/server.py pushes ticks to every client, relays what one sends, and on SIGTERM closes them with 1012 and exits 0 once they are gone."""
+    from twisted.internet import reactor
+    from twisted.internet.error import ProcessDone
+
+    server, transport = spawn(str(EXAMPLES / "server.py"), "0")
+    client = Client()
+    try:
+        url = await serving(server, 1)
+        await connect(url, client, reactor=reactor, pingInterval=None, maxRetries=0)
+        while not any(echo.startswith(b"tick ") for echo in client.echoes):
+            await client.next("onMessage")
+        relayed = client.next("onMessage")
+        client.send("to everyone")
+        await relayed
+        while b"to everyone" not in client.echoes:
+            await client.next("onMessage")
+        closed = client.next("onClose")
+        transport.signalProcess("TERM")
+        await closed
+        assert client.closes == [(True, 1012)]
+        assert isinstance(await server.ended, ProcessDone), server.output()
+    finally:
+        client.close()
+        await stop(server, transport)
+    out = server.lines[1]
+    assert any(line.endswith("joined (1 connected)") for line in out), server.output()
+    assert out[-1] == "every client has left; stopping", server.output()
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_example_prints_events_and_says_why_it_reconnects():
+    """examples/client.py against `txheartbeat serve`: says hello at the open, prints the echo, and when the server restarts says why it reconnects (close 1012); SIGTERM ends it cleanly."""
+    from twisted.internet.error import ProcessDone
+
+    server, serverTransport = spawn("serve", "--port", "0")
+    client = clientTransport = None
+    try:
+        url = await serving(server, 2)
+        client, clientTransport = spawn(str(EXAMPLES / "client.py"), url)
+        await client.expect(1, "message: hello 1 from examples/client.py")
+        await stop(server, serverTransport)  # SIGTERM: serve closes its clients with 1012
+        await client.expect(1, "closed (clean=True, code=1012)")
+        await client.expect(1, "reconnecting in")
+        clientTransport.signalProcess("TERM")
+        assert isinstance(await client.ended, ProcessDone), client.output()
+    finally:
+        if client is not None:
+            await stop(client, clientTransport)
+        await stop(server, serverTransport)
+    reconnect = next(line for line in client.lines[1] if line.startswith("reconnecting in"))
+    assert re.fullmatch(r"reconnecting in \d+\.\d\d s \(attempt 1\): connection closed \(code 1012: .*\)", reconnect)

@@ -11,6 +11,7 @@ from txheartbeat import (
     GaveUp,
     HandshakeError,
     HeartbeatClientFactory,
+    HeartbeatHandler,
     HeartbeatTimeout,
     NotConnected,
     OpenTimeout,
@@ -581,6 +582,99 @@ def test_bad_urls(reactor, url):
     """Malformed or non-WebSocket URLs raise ValueError at construction."""
     with pytest.raises(ValueError):
         HeartbeatClientFactory(url, RecordingHandler(), reactor=reactor)
+
+
+@pytest.mark.parametrize("url", [None, b"ws://127.0.0.1:9000/", 9000])
+def test_url_that_is_not_a_str_says_so(reactor, url):
+    """connect() with a URL that is not a str raises TypeError saying the URL must be a str (not Autobahn's bytes-like error)."""
+    with pytest.raises(TypeError, match=r"^the URL must be a str such as 'ws://127\.0\.0\.1:9000/', not "):
+        connect(url, RecordingHandler(), reactor=reactor)
+
+
+@pytest.mark.parametrize(
+    "option, said",
+    [
+        ("pingIntervall", "pingIntervall (did you mean pingInterval"),
+        ("maxMesagePayloadSize", "maxMesagePayloadSize (did you mean maxMessagePayloadSize"),  # Autobahn's
+        ("frobnicate", "frobnicate. "),
+    ],
+)
+def test_unknown_option_is_named_with_the_close_match(reactor, option, said):
+    """An unknown option raises ValueError naming it and suggesting the closest of ours and Autobahn's, before anything starts."""
+    with pytest.raises(ValueError, match="^unknown option for HeartbeatClientFactory: ") as raised:
+        connect(URL, RecordingHandler(), reactor=reactor, **{option: 5})
+    assert said in str(raised.value)
+    assert reactor.pending == [] and reactor.getDelayedCalls() == []
+
+
+def test_gave_up_says_where_and_why_without_secrets(reactor, handler):
+    """GaveUp carries the redacted URL and the last failure, and its message names both (never the password or query)."""
+    failures = []
+    url = "ws://alice:s3cret@127.0.0.1:9000/feed?token=t0ken"
+    connect(url, handler, reactor=reactor, maxRetries=1, jitter=0).addErrback(failures.append)
+    reactor.refuse()
+    reactor.advance(5)
+    reactor.refuse(DNSLookupError("no such name"))
+    (failure,) = failures
+    error = failure.value
+    assert isinstance(error, GaveUp) and error.attempts == 2
+    assert error.url == "ws://127.0.0.1:9000/feed"
+    assert error.reason.check(DNSLookupError) and handler.reasons[-1] == ("onGiveUp", error.reason.value)
+    assert str(error) == (
+        "gave up on ws://127.0.0.1:9000/feed after 2 failed attempt(s) in a row; "
+        "the last: DNSLookupError: DNS lookup failed: no such name."
+    )
+    assert "s3cret" not in str(error) and "t0ken" not in str(error)
+    quiet(reactor)
+
+
+def test_gave_up_keeps_its_0_1_constructor():
+    """GaveUp(attempts) still works as in 0.1: .attempts, no URL or reason, the old message."""
+    error = GaveUp(3)
+    assert (error.attempts, error.url, error.reason) == (3, None, None)
+    assert str(error) == "gave up after 3 failed attempt(s) in a row"
+
+
+class ForgetsSuper(HeartbeatHandler):
+    """A subclass whose __init__ does not call super().__init__()."""
+
+    def __init__(self, name):
+        self.name = name
+        self.got = []
+
+    def onMessage(self, payload, isBinary):
+        self.got.append(payload)
+
+
+class CallsSuper(HeartbeatHandler):
+    """The same, calling super().__init__() first."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+        self.got = []
+
+    onMessage = ForgetsSuper.onMessage
+
+
+@pytest.mark.parametrize("kind", [ForgetsSuper, CallsSuper])
+def test_handler_subclass_works_with_or_without_super_init(reactor, kind):
+    """A handler subclass works whether its __init__ calls super().__init__() or not: queue, connect, send, stats, close; two instances share nothing."""
+    first, second = kind("first"), kind("second")
+    first.send("queued")
+    assert first.queued == ["queued"] and second.queued == []
+    assert first.factory is None and first.stats.messagesSent == 0
+    connect(URL, first, reactor=reactor, pingInterval=None)
+    reactor.accept()
+    first.send("direct")
+    reactor.flush()
+    assert first.got == [b"queued", b"direct"]
+    assert (first.stats.opens, first.stats.messagesSent, first.stats.messagesReceived) == (1, 2, 2)
+    assert (second.stats.opens, second.stats.messagesSent) == (0, 0)
+    first.close()
+    reactor.advance(10)
+    assert first.factory.state == "closed"
+    quiet(reactor)
 
 
 def test_handler_type_and_single_owner(reactor):

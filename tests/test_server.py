@@ -153,6 +153,22 @@ def test_server_bad_options(kwargs):
         HeartbeatServerFactory(**kwargs)
 
 
+def test_server_unknown_option_is_named_with_the_close_match():
+    """An unknown server option raises ValueError naming it and suggesting the closest one (ours or Autobahn's)."""
+    with pytest.raises(
+        ValueError, match=r"^unknown option for HeartbeatServerFactory: pingIntervall \(did you mean pingInterval\?\)"
+    ):
+        HeartbeatServerFactory(pingIntervall=5)
+    with pytest.raises(ValueError, match=r"maxConection \(did you mean maxConnections"):
+        HeartbeatServerFactory(maxConection=5)
+
+
+def test_server_url_that_is_not_a_str_says_so():
+    """A server URL that is neither a str nor None raises TypeError saying what it must be."""
+    with pytest.raises(TypeError, match=r"^the URL must be a str or None such as 'ws://127\.0\.0\.1:9000/', not int"):
+        HeartbeatServerFactory(9000)  # type: ignore[arg-type]
+
+
 @contextmanager
 def loggedFailures() -> Iterator[List[object]]:
     """Collect the failures logged (by anyone) inside the block."""

@@ -76,9 +76,12 @@ but argument errors), with "event" and:
   sessionLost  unacked (messages the server never acknowledged; with --resume)
   giveUp       reason (the last failure, or null), unsent (queued messages)
   notSent      error (a stdin line that could not be sent)
-  inputEnded   beforeOpen (true/false), unsent (queued messages not sent)
-exit status: 0 after a clean end of input, 1 if input ended before the first
-open or the client gave up, 2 for bad arguments."""
+  inputEnded   beforeOpen (true/false), unsent (queued messages not sent);
+               printed once what was read is sent, or the wait for the open
+               (--open-timeout) is over
+exit status: 0 after a clean end of input (what was read was sent), 1 if the
+connection did not open within --open-timeout of the end of input or the
+client gave up, 2 for bad arguments."""
 
 
 class _Version(argparse.Action):
@@ -101,7 +104,8 @@ def buildParser() -> argparse.ArgumentParser:
         "connect",
         help="interactive client: stdin lines are sent, messages printed",
         description="Send each stdin line as a text message and print what arrives; status on stderr. "
-        "End of input closes the connection (1000) and exits.",
+        "End of input sends what was read, then closes the connection (1000) and exits: input that ends "
+        "before the connection opens (echo hi | txheartbeat connect URL) waits up to --open-timeout for it.",
         epilog=JSON_EVENTS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -112,6 +116,13 @@ def buildParser() -> argparse.ArgumentParser:
         "--ping-message", default=None, metavar="TEXT", help="application heartbeat text (default: ping frames)"
     )
     c.add_argument("--max-retries", type=_count, default=None, metavar="N")
+    c.add_argument(
+        "--open-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds an attempt may take to open; at end of input before the open, how long to wait for it",
+    )
     c.add_argument(
         "--resume",
         action="store_true",
@@ -263,6 +274,7 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
             pongTimeout=args.pong_timeout,
             pingMessage=args.ping_message,
             maxRetries=args.max_retries,
+            openTimeout=args.open_timeout,
             resume=args.resume,
         )
     except ValueError as e:
@@ -272,7 +284,24 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
     url = redactURL(args.url)
     # First, though the attempt began above: its hooks run in a later reactor turn.
     handler.report("connecting", f"connecting to {url}", url=url)
-    inputEndedEarly = False
+    neverOpened = False
+
+    def inputEnded(beforeOpen: bool) -> None:
+        """Close: the queue was flushed at the open, so whatever is handed back was not sent."""
+        nonlocal neverOpened
+        neverOpened = not handler.isOpen  # (set first: close() may end it all now)
+        unsent = len(handler.close())
+        if neverOpened:
+            lost = f"{unsent} queued message(s) were not sent" if unsent else "nothing was sent"
+            text = f"the connection did not open within {args.open_timeout:g} s of the end of input; {lost}"
+        else:
+            text = f"{unsent} queued message(s) were not sent" if unsent else ""
+        if text or handler.asJson:
+            handler.report("inputEnded", text, beforeOpen=beforeOpen, unsent=unsent)
+
+    def notOpened(failure: Failure, factory: Any) -> None:
+        if not factory.finished:  # the wait timed out (a give-up has said why already)
+            inputEnded(beforeOpen=True)
 
     class Lines(LineReceiver):
         delimiter = b"\n"
@@ -284,23 +313,23 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
                 handler.report("notSent", f"not sent: {e}", error=str(e))
 
         def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-            nonlocal inputEndedEarly
-            if handler.factory is not None and handler.factory.finished:
+            factory = handler.factory
+            if factory is None or factory.finished:
                 return  # it gave up: the process is ending, input did not
-            beforeOpen = inputEndedEarly = handler.stats.opens == 0  # (set first: close() may end it all now)
-            unsent = len(handler.close())
-            if beforeOpen:
-                lost = f"{unsent} queued message(s) were not sent" if unsent else "nothing was sent"
-                text = f"input ended before the connection opened; {lost}"
-            else:
-                text = f"{unsent} queued message(s) were not sent" if unsent else ""
-            if text or handler.asJson:
-                handler.report("inputEnded", text, beforeOpen=beforeOpen, unsent=unsent)
+            if handler.isOpen:
+                inputEnded(beforeOpen=False)
+                return
+            # Input that ends first (a pipe, a file) is still sent: wait for the open
+            # (the queue is flushed right after it), at most --open-timeout.
+            if not handler.asJson:
+                handler.report("inputEnded", f"input ended; waiting up to {args.open_timeout:g} s for the open")
+            opened = factory.whenOpen().addTimeout(args.open_timeout, reactor)
+            opened.addCallbacks(lambda _: inputEnded(beforeOpen=True), lambda f: notOpened(f, factory))
 
     stdio.StandardIO(Lines(), reactor=reactor)
 
     def done(_: object) -> None:
-        if inputEndedEarly or (handler.factory is not None and handler.factory.state == "gaveup"):
+        if neverOpened or (handler.factory is not None and handler.factory.state == "gaveup"):
             raise SystemExit(1)
 
     return handler.whenClosed().addCallback(done)

@@ -39,6 +39,7 @@ from ._errors import ConnectionClosed, GaveUp, HandshakeError, NotConnected, Ope
 from ._handler import HeartbeatHandler, Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
 from ._lifecycle import ATTEMPTING, FINAL, TRANSITIONS, Event, State
+from ._options import checkOptions, checkURL
 from ._protocol import (
     AUTOPING_OPTIONS,
     ExactTimer,
@@ -410,9 +411,10 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     :param maxDelay: upper bound of any reconnect delay, jitter included.
     :param factor: growth of the delay per failed attempt.
     :param jitter: fraction of random spread, in ``[0, 1)``.
-    :param maxRetries: attempts that may fail in a row before giving up
-        (``0``: never retry after a failed attempt; ``None``: never give up).
-        A connection that opens resets the count.
+    :param maxRetries: retries after a failed attempt: it gives up once
+        ``maxRetries + 1`` attempts in a row have failed (``2``: at the third
+        failure; ``0``: at the first; ``None``: never).  A connection that
+        opens resets the count.
     :param minUptime: seconds a connection must stay open before the
         backoff delay starts again from ``initialDelay``.
     :param openTimeout: seconds allowed for ``prepare``, name resolution,
@@ -517,8 +519,16 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         reactor: Any = None,
         **options: Any,
     ) -> None:
+        checkURL(url)
         if not isinstance(handler, HeartbeatHandler):
             raise TypeError(f"handler must be a HeartbeatHandler instance, got {type(handler).__name__}")
+        checkOptions(
+            type(self).__name__,
+            options,
+            (HeartbeatClientFactory.__init__, WebSocketClientFactory.setProtocolOptions),
+            _FACTORY_ARGS,
+            tuple(_OWNED_OPTIONS),
+        )
         checkInterval("pingInterval", pingInterval)
         checkInterval("pongTimeout", pongTimeout)
         checkInterval("openTimeout", openTimeout, allowNone=False)
@@ -914,7 +924,13 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         counts = handler._counts
         if resumed:
             counts.resumes += 1
-            counts.replayed += protocol._stream.resent if protocol._stream is not None else 0
+            resent = protocol._stream.resent if protocol._stream is not None else 0
+            counts.replayed += resent
+            # The replay's oldest ``resent`` went out before; the rest were sent while
+            # disconnected and leave now for the first time: count them once, here.
+            first = replay[resent:]
+            counts.messagesSent += len(first)
+            counts.bytesSent += sum(len(payload) for payload, _ in first)
             protocol.replay(replay)  # before anything a hook sends
             _log.info("txheartbeat: session resumed ({n} unacknowledged message(s) sent)", n=len(replay))
         if lost is not None:
@@ -985,7 +1001,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
                 url=self.safeURL,
                 n=self._failures,
             )
-            self._event(Event.GIVE_UP, GaveUp(self._failures), failure)
+            self._event(Event.GIVE_UP, GaveUp(self._failures, self.safeURL, failure), failure)
         else:
             self.retries += 1
             if self._policy is None or self._policy.backsOff(failure):

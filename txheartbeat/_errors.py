@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from twisted.python.failure import Failure
+
 
 class HeartbeatError(Exception):
     """Base class of every txheartbeat exception."""
@@ -92,8 +94,20 @@ class GaveUp(HeartbeatError):
     """
     Reconnecting stopped because ``attempts`` attempts failed in a row
     (``maxRetries + 1``: the first attempt and every retry).
+
+    ``url`` is where it tried to connect (without user info or query: fit
+    for logs), ``reason`` the last failure (a
+    ``twisted.python.failure.Failure``, as ``onGiveUp(reason)`` gets
+    it); both are ``None`` when not given, and both are in the message.
     """
 
-    def __init__(self, attempts: int) -> None:
-        super().__init__(f"gave up after {attempts} failed attempt(s) in a row")
+    def __init__(self, attempts: int, url: Optional[str] = None, reason: Optional[Failure] = None) -> None:
+        where = f" on {url}" if url else ""
+        why = ""
+        if reason is not None:
+            error = reason.value if isinstance(reason, Failure) else reason
+            why = f"; the last: {type(error).__name__}: {error}"
+        super().__init__(f"gave up{where} after {attempts} failed attempt(s) in a row{why}")
         self.attempts = attempts
+        self.url = url
+        self.reason = reason

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred, succeed
@@ -57,7 +58,10 @@ class HeartbeatStats:
     heartbeatsAnswered: int = 0
     #: connections dropped because the peer went silent
     deadPeers: int = 0
-    #: messages handed to an open connection (flushed ones included)
+    #: messages handed to an open connection, each counted once: flushed ones
+    #: and (with ``resume``) ones sent while disconnected, counted when they go
+    #: out at the resume; a message sent again after a drop is not counted
+    #: again (see :attr:`replayed`)
     messagesSent: int = 0
     #: messages delivered to ``onMessage`` (heartbeat answers included)
     messagesReceived: int = 0
@@ -129,18 +133,27 @@ class HeartbeatHandler:
     docstrings.
     """
 
+    # Every attribute has a class default or is made on first use, so that a
+    # subclass whose __init__ does not call super().__init__() works all the same.
+
     #: the current native protocol instance, or ``None`` between connections
     protocol: Optional[HeartbeatClientProtocol] = None
     #: with ``resume``: whether the last open carried on the session (nothing
     #: was lost; the server kept its state of this client)
     resumed = False
+    #: the factory this handler belongs to, or ``None`` before the first connect
+    factory: Optional[HeartbeatClientFactory] = None
+    # Created on first use: an empty deque costs ~600 bytes, times 10,000 clients.
+    _queue: Optional[Deque[Message]] = None
+    _queueSize = 1000
 
     def __init__(self) -> None:
-        self._counts = _Counts()
-        self.factory: Optional[HeartbeatClientFactory] = None
-        # Created on first use: an empty deque costs ~600 bytes, times 10,000 clients.
-        self._queue: Optional[Deque[Message]] = None
-        self._queueSize = 1000
+        pass  # (nothing to set up; subclasses may call it or not)
+
+    @cached_property
+    def _counts(self) -> _Counts:
+        # Made at first use, then a plain instance attribute (no cost on the per-message path).
+        return _Counts()
 
     # Hooks -----------------------------------------------------------------
 
@@ -169,8 +182,8 @@ class HeartbeatHandler:
 
     def onGiveUp(self, reason: Optional[Failure] = None) -> None:
         """
-        Nothing more will be tried: ``maxRetries`` attempts failed in a row,
-        or ``shouldRetry`` said no.  ``reason`` is the last failure (overrides
+        Nothing more will be tried: ``maxRetries + 1`` attempts failed in a
+        row (the first and every retry), or ``shouldRetry`` said no.  ``reason`` is the last failure (overrides
         without the argument keep working).
         """
 

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from ._errors import ProtocolError
 from ._handler import Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
+from ._options import checkOptions, checkURL
 from ._protocol import AUTOPING_OPTIONS, ExactTimer, HandshakeLog, HeartbeatMixin, autobahnOptions
 from ._resume import (
     REFUSED_CODES,
@@ -336,6 +337,14 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         reactor: Any = None,
         **options: Any,
     ) -> None:
+        checkURL(url, allowNone=True)
+        checkOptions(
+            type(self).__name__,
+            options,
+            (HeartbeatServerFactory.__init__, WebSocketServerFactory.setProtocolOptions),
+            _FACTORY_ARGS,
+            tuple(_OWNED_OPTIONS),
+        )
         checkInterval("resumeWindow", resumeWindow, allowNone=False)
         checkReplayBounds(replayBufferSize, replayBufferBytes)
         if sessionStore is not None and not ISessionStore.providedBy(sessionStore):
