@@ -44,3 +44,13 @@ def test_declared_pythons_are_the_ones_ci_runs():
     requires = " ".join(meta.get_all("Requires-Dist") or [])
     for name, version in floors.items():
         assert re.search(rf"\b{name}(\[[^\]]*\])?\s*\(?>={re.escape(version)}\b", requires, re.I), (name, requires)
+
+
+def test_readme_states_the_tested_floors():
+    """The README's "Supported versions" names the floors CI tests and links the support policy."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Supported versions", 1)[1].split("\n## ", 1)[0]
+    floors = dict(re.findall(r"^([a-z-]+)==([\d.]+)$", (ROOT / ".ci" / "constraints-floor.txt").read_text(), re.M))
+    for name in ("twisted", "autobahn", "txaio"):
+        assert f"{floors[name]} and later" in section, name
+    assert "Python 3.10 to 3.13" in section and "docs/support.md" in section
