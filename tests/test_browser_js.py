@@ -41,6 +41,21 @@ def serve(port: int) -> Running:
     return server
 
 
+@pytest.fixture
+def serving():
+    """Start `txheartbeat serve` with ``await serving(port)`` (a free port if none): ``(port, server)``; all stop at the end."""
+    started = []
+
+    async def start(port=None):
+        port = port or freePort()
+        started.append(await threads.deferToThread(serve, port))
+        return port, started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 def kinds(events):
     return [e["kind"] for e in events if e["kind"] != "message"]
 
@@ -96,45 +111,37 @@ async def test_hours_of_idle_at_the_exact_bound_keep_one_connection(browser, sit
 
 
 @pytest_twisted.ensureDeferred
-async def test_frozen_server_detected_at_ping_plus_pong_timeout(browser, site, tabs):  # noqa: F811
+async def test_frozen_server_detected_at_ping_plus_pong_timeout(browser, site, tabs, serving):  # noqa: F811
     """A SIGSTOPped `txheartbeat serve` is declared dead pingTimeout + pongTimeout after its last message (not when the browser's close handshake times out)."""
-    port = freePort()
-    server = await threads.deferToThread(serve, port)
+    port, server = await serving()
+    page = await tabs(site.http("txheartbeat.html", port, **TIMINGS))
+    await waitInPage(page, 'events.filter(e => e.detail === "heartbeat").length >= 1', timeout=15)
+    os.kill(server.proc.pid, signal.SIGSTOP)
     try:
-        page = await tabs(site.http("txheartbeat.html", port, **TIMINGS))
-        await waitInPage(page, 'events.filter(e => e.detail === "heartbeat").length >= 1', timeout=15)
-        os.kill(server.proc.pid, signal.SIGSTOP)
-        try:
-            await waitInPage(page, 'events.some(e => e.kind === "closed")', timeout=10)
-        finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        events = await inPage(page, "events")
-        closed = next(e for e in events if e["kind"] == "closed")
-        last = max(e["time"] for e in events if e["kind"] == "message" and e["time"] <= closed["time"])
-        took = closed["time"] - last
-        assert closed["detail"]["heartbeatTimeout"] is True
-        assert 2000 <= took <= 2000 + 400, took
+        await waitInPage(page, 'events.some(e => e.kind === "closed")', timeout=10)
     finally:
-        server.stop()
+        os.kill(server.proc.pid, signal.SIGCONT)
+    events = await inPage(page, "events")
+    closed = next(e for e in events if e["kind"] == "closed")
+    last = max(e["time"] for e in events if e["kind"] == "message" and e["time"] <= closed["time"])
+    took = closed["time"] - last
+    assert closed["detail"]["heartbeatTimeout"] is True
+    assert 2000 <= took <= 2000 + 400, took
 
 
 @pytest_twisted.ensureDeferred
-async def test_back_within_the_probe_pace_after_a_restart(browser, site, tabs):  # noqa: F811
+async def test_back_within_the_probe_pace_after_a_restart(browser, site, tabs, serving):  # noqa: F811
     """Killed (SIGKILL) and started again on the same port, `txheartbeat serve` has the page back within reconnectTimeout (+10 %) of listening."""
-    port = freePort()
-    server = await threads.deferToThread(serve, port)
-    try:
-        page = await tabs(site.http("txheartbeat.html", port, **TIMINGS))
-        await waitInPage(page, 'events.some(e => e.kind === "open")', timeout=15)
-        os.kill(server.proc.pid, signal.SIGKILL)
-        server.proc.wait(10)
-        await waitInPage(page, 'events.filter(e => e.kind === "reconnecting").length >= 3', timeout=10)
-        server = await threads.deferToThread(serve, port)
-        listening = await inPage(page, "Date.now()")
-        await waitInPage(page, 'events.filter(e => e.kind === "open").length >= 2', timeout=10)
-        events = await inPage(page, "events")
-        back = [e for e in events if e["kind"] == "open"][1]["time"]
-        assert back - listening <= 1100 + 300, back - listening
-        assert "gaveup" not in kinds(events)
-    finally:
-        server.stop()
+    port, server = await serving()
+    page = await tabs(site.http("txheartbeat.html", port, **TIMINGS))
+    await waitInPage(page, 'events.some(e => e.kind === "open")', timeout=15)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(10)
+    await waitInPage(page, 'events.filter(e => e.kind === "reconnecting").length >= 3', timeout=10)
+    await serving(port)
+    listening = await inPage(page, "Date.now()")
+    await waitInPage(page, 'events.filter(e => e.kind === "open").length >= 2', timeout=10)
+    events = await inPage(page, "events")
+    back = [e for e in events if e["kind"] == "open"][1]["time"]
+    assert back - listening <= 1100 + 300, back - listening
+    assert "gaveup" not in kinds(events)
