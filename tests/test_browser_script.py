@@ -4,6 +4,7 @@ module and as a classic script, and its unit tests on Node's test runner
 (``tests/js/``, a fake clock and fake sockets).
 """
 
+import os
 import shutil
 import subprocess
 import urllib.request
@@ -50,7 +51,8 @@ def test_serve_answers_the_module_and_the_classic_script_cacheable():
 )
 def test_javascript_unit_tests_pass_on_node():
     """The module's own tests (tests/js/, Node's built-in runner, fake clock and sockets) pass."""
-    out = subprocess.run([NODE, "--test", "tests/js/"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "TXHEARTBEAT_JS": str(SCRIPT_FILE)}  # (the module as installed: from the wheel in CI)
+    out = subprocess.run([NODE, "--test", "tests/js/"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "# fail 0" in out.stdout and "# pass 0" not in out.stdout
 

@@ -75,7 +75,7 @@ def test_pydoctor_builds_without_warnings(tmp_path):
 
 # The README and docs/*.md as a reader sees them -----------------------------------------
 
-ROOT = Path(txheartbeat.__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # (the tree's pages, also when txheartbeat is an installed wheel)
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 

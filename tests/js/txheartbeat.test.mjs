@@ -2,7 +2,12 @@
 // (node --test tests/js/), on a fake clock and fake sockets: exact times, no waiting.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import WebsocketHeartbeat from "../../txheartbeat/static/txheartbeat.js";
+import { pathToFileURL } from "node:url";
+
+// The module as installed (TXHEARTBEAT_JS, set by tests/test_browser_script.py), else the tree's copy.
+const { default: WebsocketHeartbeat } = await import(
+  process.env.TXHEARTBEAT_JS ? pathToFileURL(process.env.TXHEARTBEAT_JS).href : "../../txheartbeat/static/txheartbeat.js"
+);
 
 class FakeClock {
   constructor() {
