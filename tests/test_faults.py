@@ -163,9 +163,12 @@ async def test_open_trickle_and_delay_keep_alive():
     s.proxy.delay = 0.02
     for i in range(3):
         s.send(f"slow {i}")
-    await sleep(1.0)
+    answered = s.handler.stats.heartbeatsAnswered
+    deadline = _reactor.seconds() + 10
+    while s.handler.stats.heartbeatsAnswered < answered + 2:  # two heartbeats through the slow link
+        assert _reactor.seconds() < deadline and "onError" not in s.handler.names(), s.handler.names()
+        await sleep(0.02)
     assert "onError" not in s.handler.names()
-    assert s.handler.stats.heartbeatsAnswered >= 1
     await s.finish()
 
 
@@ -203,7 +206,10 @@ async def test_handshake_reset():
     s = Scenario()
     s.proxy.delay = 0.2  # hold the upgrade answer
     d = s.factory.connect()
-    await sleep(0.1)
+    deadline = _reactor.seconds() + 10
+    while not s.proxy.accepted:  # the connection is in, its upgrade on its way
+        assert _reactor.seconds() < deadline, "the client never reached the proxy"
+        await sleep(0.01)
     s.proxy.refuse()
     s.proxy.reset()
     await s.handler.next("onError")

@@ -1,6 +1,7 @@
 """Review 12b: attempts to break is_closed made again on demand (3dc4844), and the cyclic-garbage claim."""
 
 import gc
+import weakref
 
 import pytest
 import pytest_twisted
@@ -230,18 +231,29 @@ def _resumed():
     ids=["clean-close", "restart", "server-abort", "origin-403", "open-timeout", "close-timeout", "resume"],
 )
 @pytest_twisted.inlineCallbacks
-def test_no_protocol_in_cyclic_garbage(scenario):
+def test_no_protocol_in_cyclic_garbage(scenario, monkeypatch):
     """
     Beyond the dead peer of test_scale: clean close, server restart(), server abort, a refused
     upgrade (403), an open timeout in the handshake, a close handshake the peer never answers, and
     a resumed session all leave no txheartbeat/Autobahn protocol for a full GC pass (checked
     sensitive: without 3dc4844's delete every one of them shows both protocols).
     """
+    made = weakref.WeakSet()  # every protocol of the scenario, at both ends, held weakly
+
+    def connectionMade(self):
+        made.add(self)
+        super(HeartbeatMixin, self).connectionMade()
+
+    monkeypatch.setattr(HeartbeatMixin, "connectionMade", connectionMade, raising=False)
     gc.collect()
     gc.disable()
     try:
         yield scenario()
-        yield sleep(0.05)
+        # Wait for the event, not for time: each connection's loss handled at both ends.
+        deadline = globalReactor.seconds() + 10
+        while any(not p._gone for p in list(made)):
+            assert globalReactor.seconds() < deadline, "a connection of the scenario was never lost"
+            yield sleep(0.01)
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
         assert [type(o).__name__ for o in gc.garbage if isinstance(o, HeartbeatMixin)] == []

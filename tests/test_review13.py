@@ -235,7 +235,11 @@ def test_viewer_is_never_a_client_and_gets_no_echo():
 
     try:
         client = yield protocol.ClientCreator(reactor, Keep).connectTCP("127.0.0.1", port.getHost().port)
-        yield deferLater(reactor, 0.2, lambda: None)
+        deadline = reactor.seconds() + 10
+        while not factory.statusFeed.viewers:  # the upgrade done (its frames came in the same write)
+            assert reactor.seconds() < deadline, "the viewer never opened"
+            yield deferLater(reactor, 0.01, lambda: None)
+        yield deferLater(reactor, 0.1, lambda: None)  # a window in which no echo and no answer may come
         stats = factory.stats
         viewers = len(factory.statusFeed.viewers)
         client.transport.abortConnection()

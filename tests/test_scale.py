@@ -8,6 +8,7 @@ import sys
 import pytest
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
+from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
 from txheartbeat import HeartbeatClientFactory, HeartbeatServerFactory, HeartbeatServerProtocol, ProtocolError
@@ -428,7 +429,9 @@ def test_refused_and_abandoned_connects_leave_no_cyclic_garbage():
                 f"ws://127.0.0.1:{port}/", handler, reactor=reactor, openTimeout=0.3, shouldRetry=lambda f: False
             )
             factory.connect().addErrback(lambda f: None)
-        yield deferLater(reactor, 1.0, lambda: None)
+        # Every attempt refused or abandoned (openTimeout), and given up on.
+        yield DeferredList([h.whenClosed() for h in handlers]).addTimeout(30, reactor)
+        yield deferLater(reactor, 0, lambda: None)  # (the reactor's own handling of the last loss)
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
         left = [type(o).__name__ for o in gc.garbage if type(o).__module__.startswith(("twisted", "txheartbeat"))]
