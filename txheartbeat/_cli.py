@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from typing import Any, Callable, List, Optional, Sequence, TextIO
 
@@ -14,6 +15,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.python.failure import Failure
 
 from ._client import connect
+from ._errors import SendQueueFull
 from ._handler import HeartbeatHandler, Message
 from ._protocol import redactURL
 from ._resume import ServerSession
@@ -212,11 +214,25 @@ class _ConsoleHandler(HeartbeatHandler):
     def report(self, event: str, text: str, /, **fields: Any) -> None:
         """One event: ``* text`` on stderr, or with ``asJson`` ``{"event": event, **fields}`` on stdout."""
         if self.asJson:
-            self.out.write(json.dumps({"event": event, **fields}) + "\n")
-            self.out.flush()
+            self._print(json.dumps({"event": event, **fields}))
         else:
             self.err.write(f"* {text}\n")
             self.err.flush()
+
+    def _print(self, line: str) -> None:
+        """A line on stdout; once its reader is gone (``| head -1``), close quietly instead of failing per message."""
+        if self.out is None:
+            return
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            self.out = None  # type: ignore[assignment]
+            try:  # (so that Python's own flush at exit finds nothing to fail on)
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            self.close()
 
     def onOpen(self) -> None:
         replayed, self._replayed = self.stats.replayed - self._replayed, self.stats.replayed
@@ -237,8 +253,7 @@ class _ConsoleHandler(HeartbeatHandler):
             else:
                 self.report("message", "", text=payload.decode("utf-8", "replace"))
             return
-        self.out.write((payload.hex() if isBinary else payload.decode("utf-8", "replace")) + "\n")
-        self.out.flush()
+        self._print(payload.hex() if isBinary else payload.decode("utf-8", "replace"))
 
     def onHeartbeat(self, roundTrip: float) -> None:
         self.report("heartbeat", f"heartbeat answered in {roundTrip * 1000:.1f} ms", roundTrip=roundTrip)
@@ -258,6 +273,10 @@ class _ConsoleHandler(HeartbeatHandler):
         unsent = len(self.queued)
         text = "giving up" + (f": {why}" if why else "") + (f" ({unsent} queued message(s) not sent)" if unsent else "")
         self.report("giveUp", text, reason=why, unsent=unsent)
+
+
+#: seconds between offers of a line the full send queue refused (stdin is paused meanwhile)
+_RETRY_FULL = 0.05
 
 
 def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
@@ -303,16 +322,57 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
         if not factory.finished:  # the wait timed out (a give-up has said why already)
             inputEnded(beforeOpen=True)
 
+    def nextOpen(factory: Any) -> Deferred[Any]:
+        """The open to wait for: this one, or, while a connection is closing, the one after it."""
+        protocol = handler.protocol
+        if factory.state == "open" and protocol is not None and not handler.isOpen:
+            return protocol.whenGone().addCallback(lambda _: factory.whenOpen())
+        return factory.whenOpen()
+
     class Lines(LineReceiver):
+        """stdin's lines, each sent; reading pauses while the send queue is full (nothing read is dropped)."""
+
         delimiter = b"\n"
+        pending: Optional[str] = None  # a line the full queue refused, offered again every _RETRY_FULL s
+        ended = False  # end of input came
+        waiting = False  # input ended before the open: waiting for it
 
         def lineReceived(self, line: bytes) -> None:
+            text = line.rstrip(b"\r").decode("utf-8", "replace")
+            if not self.offer(text):
+                self.pending = text
+                self.pauseProducing()  # (the lines already read stay in LineReceiver's buffer, in order)
+                reactor.callLater(_RETRY_FULL, self.retry)
+
+        def offer(self, text: str) -> bool:
+            """Send ``text``; ``False`` if the queue (or a session's replay buffer) is full."""
             try:
-                handler.send(line.rstrip(b"\r").decode("utf-8", "replace"))
+                handler.send(text)
+            except SendQueueFull:
+                return False
             except Exception as e:
                 handler.report("notSent", f"not sent: {e}", error=str(e))
+            return True
+
+        def retry(self) -> None:
+            factory = handler.factory
+            if self.pending is None or factory is None or factory.finished:
+                return  # it gave up (said so): the line stays unsent, the process ends with 1
+            if not self.offer(self.pending):
+                reactor.callLater(_RETRY_FULL, self.retry)
+                return
+            self.pending = None
+            if self.ended:
+                self.end()
+            else:
+                self.resumeProducing()
 
         def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+            self.ended = True
+            if self.pending is None:
+                self.end()
+
+        def end(self) -> None:
             factory = handler.factory
             if factory is None or factory.finished:
                 return  # it gave up: the process is ending, input did not
@@ -321,18 +381,39 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
                 return
             # Input that ends first (a pipe, a file) is still sent: wait for the open
             # (the queue is flushed right after it), at most --open-timeout.
+            self.waiting = True
             if not handler.asJson:
                 handler.report("inputEnded", f"input ended; waiting up to {args.open_timeout:g} s for the open")
-            opened = factory.whenOpen().addTimeout(args.open_timeout, reactor)
+            opened = nextOpen(factory).addTimeout(args.open_timeout, reactor)
             opened.addCallbacks(lambda _: inputEnded(beforeOpen=True), lambda f: notOpened(f, factory))
 
-    stdio.StandardIO(Lines(), reactor=reactor)
+    lines = Lines()
+    stdio.StandardIO(lines, reactor=reactor)
+    result: Deferred[None] = Deferred()
 
     def done(_: object) -> None:
         if neverOpened or (handler.factory is not None and handler.factory.state == "gaveup"):
             raise SystemExit(1)
 
-    return handler.whenClosed().addCallback(done)
+    def interrupted() -> None:
+        # SIGINT/SIGTERM: what was read and not sent is said, and the exit status is not 0.
+        unsent = len(handler.queued) + (lines.pending is not None)
+        if result.called or not (unsent or lines.waiting):
+            return
+        handler.report("interrupted", f"stopped: {unsent} message(s) read were not sent", unsent=unsent)
+        result.errback(Failure(SystemExit(1)))
+
+    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+
+    def settle(outcome: object) -> None:
+        if not result.called:
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(None)
+
+    handler.whenClosed().addCallback(done).addBoth(settle)
+    return result
 
 
 # serve -------------------------------------------------------------------------

@@ -525,7 +525,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         checkOptions(
             type(self).__name__,
             options,
-            (HeartbeatClientFactory.__init__, WebSocketClientFactory.setProtocolOptions),
+            # (a subclass's own options count: its __init__ or setProtocolOptions may take more)
+            (type(self).__init__, type(self).setProtocolOptions)
+            + (HeartbeatClientFactory.__init__, WebSocketClientFactory.setProtocolOptions),
             _FACTORY_ARGS,
             tuple(_OWNED_OPTIONS),
         )
@@ -637,7 +639,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             parse_url(url)
         except Exception as e:  # (a ValueError since Autobahn 22.5, a bare Exception before)
             # Autobahn's message quotes the URL, password included: say only what is wrong, on the redacted URL.
-            why = str(e).split("'", 1)[0].strip().rstrip(":") if "@" in str(url) else str(e)
+            # (and a fragment or query may hold a token: never quote any of it)
+            why = str(e).split("'", 1)[0].strip().rstrip(":")
             raise ValueError(f"bad WebSocket URL {redactURL(str(url))!r}: {why}") from None
 
     def _setTLS(self) -> None:
@@ -1295,6 +1298,14 @@ def connect(
         :class:`NotConnected` (``handler.close()`` came first); cancelling
         it closes the client for good (``CancelledError``).
     """
+    # (checked here too, so that a misspelt contextFactory is suggested connect()'s own)
+    checkOptions(
+        "connect()",
+        options,
+        (connect, HeartbeatClientFactory.__init__, WebSocketClientFactory.setProtocolOptions),
+        _FACTORY_ARGS,
+        tuple(_OWNED_OPTIONS),
+    )
     factory = HeartbeatClientFactory(url, handler, reactor=reactor, **options)
     return factory.connect(contextFactory)
 

@@ -4,7 +4,7 @@ Exceptions raised by txheartbeat or delivered to ``HeartbeatHandler.onError``.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.python.failure import Failure
 
@@ -111,3 +111,7 @@ class GaveUp(HeartbeatError):
         self.attempts = attempts
         self.url = url
         self.reason = reason
+
+    def __reduce__(self) -> Any:
+        # (rebuilt from its parts: the default would pass the message as ``attempts``)
+        return (type(self), (self.attempts, self.url, self.reason))

@@ -341,7 +341,9 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         checkOptions(
             type(self).__name__,
             options,
-            (HeartbeatServerFactory.__init__, WebSocketServerFactory.setProtocolOptions),
+            # (a subclass's own options count: its __init__ or setProtocolOptions may take more)
+            (type(self).__init__, type(self).setProtocolOptions)
+            + (HeartbeatServerFactory.__init__, WebSocketServerFactory.setProtocolOptions),
             _FACTORY_ARGS,
             tuple(_OWNED_OPTIONS),
         )
