@@ -1300,7 +1300,7 @@ def connect(
     """
     # (checked here too, so that a misspelt contextFactory is suggested connect()'s own)
     checkOptions(
-        "connect()",
+        "HeartbeatClientFactory",  # (what connect() builds)
         options,
         (connect, HeartbeatClientFactory.__init__, WebSocketClientFactory.setProtocolOptions),
         _FACTORY_ARGS,
