@@ -18,6 +18,8 @@ from typing import Any, Dict
 
 import pytest
 
+import txheartbeat
+
 from . import slowlink_peer as link
 
 PING, PONG = link.PING, link.PONG
@@ -46,8 +48,9 @@ def result(results: Dict[str, Any], scenario: str) -> Dict[str, Any]:
     if isinstance(got, Exception):
         raise got
     assert got["opened"], got
-    # This checkout's txheartbeat (or the one SLOWLINK_TXHEARTBEAT names), not an installed copy.
-    expected = os.environ.get("SLOWLINK_TXHEARTBEAT") or link.ROOT
+    # The txheartbeat under test (this process's: the checkout, or the wheel CI installed), or the one
+    # SLOWLINK_TXHEARTBEAT names: never another copy.
+    expected = os.environ.get("SLOWLINK_TXHEARTBEAT") or os.path.dirname(txheartbeat.__file__)
     assert got["txheartbeat"] is not None and got["txheartbeat"].startswith(os.path.abspath(expected)), got
     return got
 
