@@ -65,3 +65,35 @@ def race(ds: Any) -> Any:
     for index, d in enumerate(ds):
         d.addCallbacks(won, lost, callbackArgs=(index,))
     return winner
+
+
+class NewGarbage:
+    """
+    What a test leaves for a full pass of Python's cyclic GC, and only that:
+    objects that already existed when it began (an earlier test's, released
+    during this one, as the asyncio reactor does a loop turn later) are not
+    counted.  The collector is off between ``NewGarbage()`` and :meth:`found`.
+    """
+
+    def __init__(self) -> None:
+        import gc
+
+        gc.collect()
+        self.before = {id(o) for o in gc.get_objects()}
+        gc.disable()  # (else a pass could free a cycle before the look)
+
+    def found(self, keep: Any) -> list:
+        """The type names of this test's unreachable objects for which ``keep(o)`` is true."""
+        import gc
+
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        return [type(o).__name__ for o in gc.garbage if id(o) not in self.before and keep(o)]
+
+    @staticmethod
+    def close() -> None:
+        import gc
+
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()

@@ -1,6 +1,5 @@
 """Review 12b: attempts to break is_closed made again on demand (3dc4844), and the cyclic-garbage claim."""
 
-import gc
 import weakref
 
 import pytest
@@ -21,7 +20,7 @@ from txheartbeat._client import HeartbeatClientProtocol
 from txheartbeat._protocol import HeartbeatMixin
 from txheartbeat.testing import MemoryReactor, RecordingHandler
 
-from .conftest import URL
+from .conftest import URL, NewGarbage
 
 
 def sleep(seconds):
@@ -245,8 +244,7 @@ def test_no_protocol_in_cyclic_garbage(scenario, monkeypatch):
         super(HeartbeatMixin, self).connectionMade()
 
     monkeypatch.setattr(HeartbeatMixin, "connectionMade", connectionMade, raising=False)
-    gc.collect()
-    gc.disable()
+    garbage = NewGarbage()
     try:
         yield scenario()
         # Wait for the event, not for time: each connection's loss handled at both ends.
@@ -254,13 +252,9 @@ def test_no_protocol_in_cyclic_garbage(scenario, monkeypatch):
         while any(not p._gone for p in list(made)):
             assert globalReactor.seconds() < deadline, "a connection of the scenario was never lost"
             yield sleep(0.01)
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        gc.collect()
-        assert [type(o).__name__ for o in gc.garbage if isinstance(o, HeartbeatMixin)] == []
+        assert garbage.found(lambda o: isinstance(o, HeartbeatMixin)) == []
     finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
+        garbage.close()
 
 
 # --- Found by the review (pre-existing, fixed: restart()/StatusFeed.stop() wait for whenGone(); the TLSRequired path closes) ---

@@ -63,6 +63,9 @@ def head(port, origin=None, path="/", version=13, extra=(), host=None, method="G
 
 @defer.inlineCallbacks
 def exchange(factory, build, pause=0.05, split=None):
+    built = []  # the server's end of each connection, to wait until it is gone too
+    original = factory.buildProtocol
+    factory.buildProtocol = lambda addr: built.append(original(addr)) or built[-1]
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     try:
         number = port.getHost().port
@@ -71,6 +74,8 @@ def exchange(factory, build, pause=0.05, split=None):
         raw = Raw(chunks, pause)
         yield protocol.ClientCreator(reactor, lambda: raw).connectTCP("127.0.0.1", number)
         answer = yield raw.done
+        # (so that nothing of this exchange is left for a later test's GC pass to find)
+        yield defer.DeferredList([p.whenGone() for p in built if hasattr(p, "whenGone")])
     finally:
         yield port.stopListening()
     return answer
@@ -243,7 +248,10 @@ def test_viewer_is_never_a_client_and_gets_no_echo():
         stats = factory.stats
         viewers = len(factory.statusFeed.viewers)
         client.transport.abortConnection()
-        yield deferLater(reactor, 0.05, lambda: None)
+        deadline = reactor.seconds() + 10
+        while factory.statusFeed.viewers:  # the server's end of it gone too
+            assert reactor.seconds() < deadline, "the viewer was never dropped"
+            yield deferLater(reactor, 0.01, lambda: None)
     finally:
         yield port.stopListening()
     data = b"".join(got)

@@ -17,7 +17,7 @@ from txheartbeat._server import HeartbeatServerProtocol as ServerProtocol
 from txheartbeat._tcpinfo import kernelProgress, outboundProgress, userBacklog
 from txheartbeat.testing import MemoryReactor, RecordingHandler
 
-from .conftest import URL, needsShortcut
+from .conftest import URL, NewGarbage, needsShortcut
 
 
 def opened(monkeypatch, **clientOptions):
@@ -326,7 +326,6 @@ def test_idle_heartbeats_do_not_ask_the_kernel(monkeypatch):
 @pytest_twisted.inlineCallbacks
 def test_a_dead_connection_leaves_no_cyclic_garbage():
     """A connection declared dead is freed by reference counting at both ends: a full GC pass finds none of its protocols (Autobahn's is_closed, fired with the protocol and kept on it, made a cycle)."""
-    import gc
 
     from twisted.internet import reactor
 
@@ -340,23 +339,18 @@ def test_a_dead_connection_leaves_no_cyclic_garbage():
     server.protocol = Silent
     port = reactor.listenTCP(0, server, interface="127.0.0.1")
     handler = HeartbeatHandler()
-    gc.collect()
-    gc.disable()  # (else a pass could free the cycle before the look)
+    garbage = NewGarbage()
     try:
         url = f"ws://127.0.0.1:{port.getHost().port}/"
         yield connect(url, handler, reactor=reactor, pingInterval=0.05, pongTimeout=0.05, shouldRetry=lambda f: False)
         while handler.stats.deadPeers < 1 or server.clients:
             yield deferLater(reactor, 0.01, lambda: None)
         yield deferLater(reactor, 0.05, lambda: None)
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        gc.collect()
-        assert [type(o).__name__ for o in gc.garbage if isinstance(o, HeartbeatMixin)] == []
+        assert garbage.found(lambda o: isinstance(o, HeartbeatMixin)) == []
         closed = handler.protocol.is_closed if handler.protocol is not None else None
         assert closed is None or closed.called
     finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
+        garbage.close()
         yield port.stopListening()
 
 
@@ -391,7 +385,6 @@ def test_twisted_still_leaves_a_failed_connect_in_a_cycle():
 @pytest_twisted.inlineCallbacks
 def test_refused_and_abandoned_connects_leave_no_cyclic_garbage():
     """Connects refused (nothing listening) and connects given up on (openTimeout) leave nothing for a full GC pass, and no error is logged."""
-    import gc
     import socket
 
     from twisted.internet import reactor
@@ -419,8 +412,7 @@ def test_refused_and_abandoned_connects_leave_no_cyclic_garbage():
             errors.append(event)
 
     globalLogPublisher.addObserver(observe)
-    gc.collect()
-    gc.disable()
+    garbage = NewGarbage()
     try:
         handlers = [HeartbeatHandler() for _ in range(10)]
         for i, handler in enumerate(handlers):
@@ -432,15 +424,11 @@ def test_refused_and_abandoned_connects_leave_no_cyclic_garbage():
         # Every attempt refused or abandoned (openTimeout), and given up on.
         yield DeferredList([h.whenClosed() for h in handlers]).addTimeout(30, reactor)
         yield deferLater(reactor, 0, lambda: None)  # (the reactor's own handling of the last loss)
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        gc.collect()
-        left = [type(o).__name__ for o in gc.garbage if type(o).__module__.startswith(("twisted", "txheartbeat"))]
+        left = garbage.found(lambda o: type(o).__module__.startswith(("twisted", "txheartbeat")))
         assert left == [] and errors == []
         assert all(h.stats.attempts == 1 for h in handlers)
     finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
+        garbage.close()
         globalLogPublisher.removeObserver(observe)
         full.close()
         for s in fillers:
