@@ -9,8 +9,10 @@ Skips, saying why, without Chromium (``.ci/run`` installs Debian's).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -33,9 +35,9 @@ def freePort() -> int:
         return s.getsockname()[1]
 
 
-def serve(port: int) -> Running:
+def serve(port: int, *options: str) -> Running:
     """`txheartbeat serve --port PORT` once it listens (its own heartbeats slow: the page's are measured)."""
-    server = Running("serve", "--port", str(port), "--ping-interval", "60")
+    server = Running("serve", "--port", str(port), "--ping-interval", "60", *options)
     try:
         server.expect("serving")
     except BaseException:
@@ -49,9 +51,9 @@ def serving():
     """Start `txheartbeat serve` with ``await serving(port)`` (a free port if none): ``(port, server)``; all stop at the end."""
     started = []
 
-    async def start(port=None):
+    async def start(port=None, *options):
         port = port or freePort()
-        started.append(await threads.deferToThread(serve, port))
+        started.append(await threads.deferToThread(serve, port, *options))
         return port, started[-1]
 
     yield start
@@ -230,3 +232,37 @@ async def test_resume_streams_2000_each_way_through_random_resets(browser, site,
         f"resume through resets: {proxy.resets} resets, {server.factory.resumedSessions} resumes, "
         f"{len(toPage)} to the page and {len(toServer)} to the server, 0 lost, 0 duplicated, in order"
     )
+
+
+def docsPage(name: str, heading: str) -> str:
+    """The first HTML block after ``heading`` in docs/NAME."""
+    text = (Path(__file__).parent.parent / "docs" / name).read_text(encoding="utf-8")
+    after = text[text.index(heading) :]
+    return after[after.index("```html\n") + 8 : after.index("```\n", after.index("```html\n") + 8)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_docs_resume_page_resumes_with_serve_resume_after_a_reset(browser, site, tabs, serving):  # noqa: F811
+    """docs/browser.md's resume page, against `txheartbeat serve --resume` through a proxy that is reset once, says it resumed and its echoes go on with no number missing or repeated."""
+    port, _ = await serving(None, "--resume")
+    proxy = ResetProxy(port, latency=0.05, resetAfter=None)
+    html = docsPage("browser.md", "## Session resume")
+    html = html.replace("http://127.0.0.1:9000/txheartbeat.js", f"http://127.0.0.1:{port}/txheartbeat.js")
+    html = html.replace("ws://127.0.0.1:9000/", proxy.url)
+    (site.root / "resume-doc.html").write_text(html, encoding="utf-8")
+    log = 'document.getElementById("log").textContent'
+    try:
+        page = await tabs(f"http://127.0.0.1:{site.port}/resume-doc.html")
+        await waitInPage(page, f'{log}.includes("echo: message 2\\n")', timeout=15)
+        proxy.reset()
+        await waitInPage(page, f'{log}.includes("dropped")', timeout=15)
+        await waitInPage(page, f'{log}.includes("resumed: nothing lost")', timeout=15)
+        last = max(int(m) for m in re.findall(r"echo: message (\d+)", await inPage(page, log)))
+        await waitInPage(page, f'{log}.includes("echo: message {last + 2}\\n")', timeout=15)
+        text = await inPage(page, log)
+    finally:
+        await proxy.stop()
+    lines = text.splitlines()
+    assert lines[0] == "open: a new session" and "session lost" not in text, text
+    echoes = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("echo: message ")]
+    assert echoes == list(range(1, len(echoes) + 1)), text
