@@ -517,3 +517,19 @@ test("close() with resume ends the session with 1000 and returns what the server
   assert.deepEqual(h.close(), ["b"]);
   assert.deepEqual(made[0].closedWith, [1000, undefined]);
 });
+
+test("what a plain connection could not flush goes first in the next session, in order", () => {
+  const { h, clock, made } = resumeClient();
+  h.send("a");
+  h.send("b");
+  made[0].send = function (data) {
+    this.sent.push(data);
+    this.readyState = 3; // the socket dies during the flush
+  };
+  made[0].open(); // plain: "a" goes out, "b" stays queued
+  made[0].closed(1006);
+  h.send("c");
+  clock.advance(200);
+  welcome(made[1]);
+  assert.deepEqual(dataOf(made[1]), ["b", "c"]);
+});

@@ -500,6 +500,14 @@ WebsocketHeartbeat.prototype._resumeOpen = function (ws, e) {
     }
     return this._final || ws !== this.ws;
   }
+  if (this.queued.length > 0) {
+    // Left over from a plain connection that closed while flushing (so there is no session): they go first.
+    const left = this.queued.map((msg) => ({ msg, size: byteLength(msg) }));
+    this._unacked = left.concat(this._unacked);
+    this._unackedBytes += this._queuedBytes;
+    this.queued = [];
+    this._queuedBytes = 0;
+  }
   this._wire = "hello";
   this._openEvent = e;
   ws.binaryType = "arraybuffer"; // (a Blob cannot be read at once: its first byte says what it is)
