@@ -266,3 +266,14 @@ async def test_docs_resume_page_resumes_with_serve_resume_after_a_reset(browser,
     assert lines[0] == "open: a new session" and "session lost" not in text, text
     echoes = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("echo: message ")]
     assert echoes == list(range(1, len(echoes) + 1)), text
+
+
+@pytest_twisted.ensureDeferred
+async def test_resume_page_on_a_server_without_resume_runs_plain(browser, site, servers, tabs):  # noqa: F811
+    """With resume: true against a server without resume, which selects txheartbeat.plain (Chromium fails a connection whose offered subprotocols all go unanswered), the page runs plain: its messages arrive unframed, heartbeats answered."""
+    server = servers(resume=False)
+    page = await tabs(site.http("txheartbeat.html", server.port, resume="1", ping="1000", pong="1000"))
+    await waitInPage(page, 'events.filter(e => e.detail === "heartbeat").length >= 1', timeout=15)
+    assert server.received == [b"hello"] and server.factory.heartbeatsAnswered >= 1
+    assert await inPage(page, "h.ws.protocol") == "txheartbeat.plain"
+    assert kinds(await inPage(page, "events")) == ["open"]

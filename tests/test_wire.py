@@ -9,7 +9,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol, NotConnected, SendQueueFull
 from txheartbeat._protocol import ExactTimer
 from txheartbeat._resume import ACK_EVERY
-from txheartbeat._wire import SUBPROTOCOL, WireError, parseControl
+from txheartbeat._wire import PLAIN_SUBPROTOCOL, SUBPROTOCOL, WireError, parseControl
 
 from .conftest import URL
 
@@ -68,7 +68,7 @@ def server(reactor):
     return Server(reactor)
 
 
-def connect(reactor, server, protocols=(SUBPROTOCOL,)):
+def connect(reactor, server, protocols=(SUBPROTOCOL, PLAIN_SUBPROTOCOL)):
     """A page's connection to ``server``, open (the handshake pumped through)."""
     factory = WebSocketClientFactory(URL, protocols=list(protocols))
     factory.protocol = Page
@@ -265,10 +265,10 @@ def test_page_close_ends_the_session(reactor, server):
 
 
 def test_server_without_resume_leaves_the_page_plain(reactor):
-    """Without resume the subprotocol is not selected: the page runs plain and its messages reach onMessage as they are."""
+    """Without resume the server selects txheartbeat.plain: the page runs plain and its messages reach onMessage as they are."""
     server = Server(reactor, resume=False)
     link = connect(reactor, server)
-    assert link.client.websocket_protocol_in_use is None and server.events == [("open", False, False)]
+    assert link.client.websocket_protocol_in_use == PLAIN_SUBPROTOCOL and server.events == [("open", False, False)]
     link.client.sendMessage(b"hello")
     reactor.flush()
     assert server.got == ["hello"]
@@ -282,3 +282,34 @@ def test_parse_control_refuses_malformed_messages():
     for body in (b"[]", b'{"type":1}', b'{"type":"ack","received":true}', b'{"type":"hello","session":"short"}'):
         with pytest.raises(WireError):
             parseControl(body)
+
+
+def test_python_resume_client_and_page_share_one_server(reactor, server):
+    """A Python client resuming by header and a page speaking txheartbeat.resume.1 each get their own session on one server, unframed and framed."""
+    from txheartbeat import HeartbeatClientFactory
+    from txheartbeat.testing import RecordingHandler
+
+    handler = RecordingHandler(reactor)
+    factory = HeartbeatClientFactory(URL, handler, reactor=reactor, resume=True, jitter=0.0, pingInterval=None)
+    factory.connect().addErrback(lambda f: None)
+    python = reactor.accept(server)
+    page, _ = welcomed(reactor, server)
+    handler.send("from python")
+    page.client.say("from the page")
+    python.server.sendMessage(b"to python")
+    page.server.sendMessage(b"to the page")
+    reactor.flush()
+    assert len(server.sessionStore) == 2 and python.server.session is not page.server.session
+    assert sorted(server.got) == ["from python", "from the page"]
+    assert handler.received() == [b"to python"] and page.client.messages() == ["to the page"]
+    handler.close()
+    finish(reactor, server)
+
+
+def test_plain_clients_get_no_subprotocol_they_did_not_offer(reactor):
+    """A client offering other subprotocols (or none) gets what onConnect chose, never one of ours."""
+    for resume in (True, False):
+        server = Server(reactor, resume=resume)
+        link = connect(reactor, server, protocols=("chat",))
+        assert link.client.websocket_protocol_in_use is None and server.events == [("open", False, False)]
+        finish(reactor, server)

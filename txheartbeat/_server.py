@@ -34,7 +34,7 @@ from ._resume import (
 )
 from ._share import SharedValues
 from ._tcpinfo import userBacklog
-from ._wire import CONTROL, DATA, SUBPROTOCOL, Control, WireError, ack, parseControl, pong, welcome
+from ._wire import CONTROL, DATA, PLAIN_SUBPROTOCOL, SUBPROTOCOL, Control, WireError, ack, parseControl, pong, welcome
 
 _log = Logger(namespace="txheartbeat")
 
@@ -148,6 +148,10 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         sessions = self.factory._sessions
         offer = parseHeader(self.http_headers.get(RESUME_HEADER.lower()))
         if sessions is None or (offer is None and SUBPROTOCOL not in (self.websocket_protocols or ())):
+            if res is None and PLAIN_SUBPROTOCOL in (self.websocket_protocols or ()):
+                # A page asking for resume from a server without it: it runs plain (a browser
+                # would fail the connection if none of the protocols it offered were selected).
+                res = PLAIN_SUBPROTOCOL
             super().succeedHandshake(res)  # a plain client (or a resume version we do not speak)
             return
         # onConnect's result: None, a subprotocol, or (subprotocol, headers)

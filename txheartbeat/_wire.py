@@ -3,8 +3,9 @@ The browser's session wire format (``txheartbeat.resume.1``), sans I/O.
 
 A browser cannot set handshake headers, send ping frames or see pongs, so
 a session with one runs inside its messages.  The client offers the
-subprotocol :data:`SUBPROTOCOL` (``Sec-WebSocket-Protocol``); a server with
-``resume`` selects it, and from then on every message of the connection, in
+subprotocol :data:`SUBPROTOCOL` (``Sec-WebSocket-Protocol``), then
+:data:`PLAIN_SUBPROTOCOL`; a server with ``resume`` selects the first (one
+without selects the second: the connection runs plain), and from then on every message of the connection, in
 both directions, begins with one byte:
 
 - ``d`` (0x64): data, the application's message follows (text in a text
@@ -32,6 +33,10 @@ from typing import Any, Dict, NamedTuple, Optional
 
 #: the Sec-WebSocket-Protocol that negotiates the browser's session format
 SUBPROTOCOL = "txheartbeat.resume.1"
+#: offered with it: what a txheartbeat server without resume selects, so that
+#: the page runs plain (a browser fails a connection whose offered
+#: subprotocols all went unanswered)
+PLAIN_SUBPROTOCOL = "txheartbeat.plain"
 #: the first byte of a data message and of a control message
 DATA = b"d"
 CONTROL = b"c"

@@ -362,7 +362,7 @@ function welcome(socket, { session = TOKEN, received = 0, resumed = false } = {}
 
 test("resume offers the subprotocol, says hello with no token first, and runs onopen only after the welcome", () => {
   const { h, made, names } = resumeClient({ protocols: "app" });
-  assert.deepEqual(made[0].protocols, ["txheartbeat.resume.1", "app"]);
+  assert.deepEqual(made[0].protocols, ["txheartbeat.resume.1", "txheartbeat.plain", "app"]);
   assert.ok(!made[0].url.includes("session"));
   made[0].protocol = WebsocketHeartbeat.SUBPROTOCOL;
   made[0].open();
@@ -469,7 +469,8 @@ test("with resume the buffer of unacknowledged messages is bounded: SendQueueFul
 test("a server that does not select the subprotocol leaves the page plain: no hello, the seed's heartbeat, early sends flushed", () => {
   const { h, clock, made, names } = resumeClient();
   h.send("early");
-  made[0].open(); // (protocol "": a plain server)
+  made[0].protocol = "txheartbeat.plain"; // (a txheartbeat server without resume)
+  made[0].open();
   assert.deepEqual(names(), ["onopen"]);
   assert.deepEqual(made[0].sent, ["early"]);
   h.send("plain");

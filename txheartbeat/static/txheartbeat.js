@@ -37,6 +37,9 @@ const WINDOW_HINT = /retry-window=(\d+(?:\.\d+)?)/;
 // Session resume (docs/wire.md): the subprotocol, and a receiver's
 // acknowledgement pace (as txheartbeat._resume's ACK_EVERY / ACK_BYTES).
 const SUBPROTOCOL = "txheartbeat.resume.1";
+// Offered after it: a txheartbeat server without resume selects this one (the page runs plain),
+// since a browser fails a connection whose offered subprotocols all went unanswered.
+const PLAIN_SUBPROTOCOL = "txheartbeat.plain";
 const ACK_EVERY = 32;
 const ACK_BYTES = 32 * 1024;
 const DATA_BYTE = 0x64; // "d"
@@ -219,7 +222,7 @@ WebsocketHeartbeat.prototype.createWebSocket = function () {
   if (this._final) return;
   let ws;
   let protocols = this.opts.protocols;
-  if (this.opts.resume) protocols = [SUBPROTOCOL].concat(protocols ? protocols : []);
+  if (this.opts.resume) protocols = [SUBPROTOCOL, PLAIN_SUBPROTOCOL].concat(protocols ? protocols : []);
   try {
     ws = protocols ? new this._Socket(this.opts.url, protocols) : new this._Socket(this.opts.url);
   } catch (e) {
