@@ -534,3 +534,13 @@ test("what a plain connection could not flush goes first in the next session, in
   welcome(made[1]);
   assert.deepEqual(dataOf(made[1]), ["b", "c"]);
 });
+
+test("resume over the mini-program adapter is refused at construction (a SocketTask does not report the subprotocol)", () => {
+  const wx = { connectSocket: () => ({ onOpen() {}, onMessage() {}, onError() {}, onClose() {}, send() {}, close() {} }) };
+  assert.throws(
+    () => new WebsocketHeartbeat({ url: "ws://127.0.0.1:9/", resume: true, WebSocket: WebsocketHeartbeat.miniProgram(wx) }),
+    /resume is not available with this socket/
+  );
+  const plain = new WebsocketHeartbeat({ url: "ws://127.0.0.1:9/", WebSocket: WebsocketHeartbeat.miniProgram(wx), timers: new FakeClock() });
+  assert.equal(plain.close().length, 0);
+});

@@ -137,6 +137,10 @@ function WebsocketHeartbeat({
   if (repeatLimit !== null && !(Number.isInteger(repeatLimit) && repeatLimit >= 0)) {
     throw new TypeError(`WebsocketHeartbeat: repeatLimit must be null or an integer >= 0, got ${repeatLimit}`);
   }
+  if (resume && Socket.reportsNoProtocol) {
+    // (it could not tell a session from a plain connection: the server would speak one, the page the other)
+    throw new TypeError("WebsocketHeartbeat: resume is not available with this socket (it does not report the selected subprotocol)");
+  }
   if (resume && !(maxQueued >= 2 * ACK_EVERY && maxQueuedBytes >= 2 * ACK_BYTES)) {
     throw new TypeError(
       `WebsocketHeartbeat: with resume, maxQueued must be >= ${2 * ACK_EVERY} and maxQueuedBytes >= ${2 * ACK_BYTES} ` +
@@ -674,7 +678,7 @@ WebsocketHeartbeat.miniProgram = function (api) {
   if (!api || typeof api.connectSocket !== "function") {
     throw new TypeError("WebsocketHeartbeat.miniProgram: pass the mini-program API object (wx, my, swan, tt, uni)");
   }
-  return function MiniProgramSocket(url, protocols) {
+  function MiniProgramSocket(url, protocols) {
     const socket = this;
     socket.readyState = CONNECTING;
     socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
@@ -709,7 +713,10 @@ WebsocketHeartbeat.miniProgram = function (api) {
       socket.readyState = CLOSING;
       task.close({ code, reason });
     };
-  };
+  }
+  // A SocketTask does not say which subprotocol the server selected: no session resume over it.
+  MiniProgramSocket.reportsNoProtocol = true;
+  return MiniProgramSocket;
 };
 
 WebsocketHeartbeat.SUBPROTOCOL = SUBPROTOCOL;
