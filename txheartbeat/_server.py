@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Set, Tuple, Union
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol, _url_to_origin, parseHttpHeader
@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._errors import ProtocolError
+from ._errors import NotConnected, ProtocolError, SendQueueFull
 from ._handler import Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
 from ._options import checkOptions, checkURL
@@ -26,12 +26,15 @@ from ._resume import (
     REFUSED_CODES,
     RESUME_HEADER,
     ISessionStore,
+    Offer,
     ServerSession,
     ServerSessions,
     checkReplayBounds,
     parseHeader,
 )
 from ._share import SharedValues
+from ._tcpinfo import userBacklog
+from ._wire import CONTROL, DATA, PLAIN_SUBPROTOCOL, SUBPROTOCOL, Control, WireError, ack, parseControl, pong, welcome
 
 _log = Logger(namespace="txheartbeat")
 
@@ -88,6 +91,9 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
     #: a newer connection of the same session took over: nothing from this one counts
     superseded = False
     _offer: Optional[Tuple[ServerSession, bool, int]] = None
+    #: the connection speaks the browser's session format (``txheartbeat.resume.1``, see ``_wire``)
+    _framed = False
+    _helloCall: Optional[IDelayedCall] = None
     HANDSHAKE_ONLY = (
         "http_headers",
         "http_request_data",
@@ -132,31 +138,47 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         super().processHandshake()
 
     def succeedHandshake(self, res: Any) -> None:
-        """With ``resume``: answer the client's ``Txheartbeat-Resume`` header, then complete the upgrade."""
+        """
+        With ``resume``: answer the client's ``Txheartbeat-Resume`` header, or
+        select the browser's ``txheartbeat.resume.1`` subprotocol when it is
+        offered; then complete the upgrade.
+        """
         if self.state == WebSocketProtocol.STATE_CLOSED:
             return  # an onConnect Deferred that fired after the client left: nothing to open
         sessions = self.factory._sessions
         offer = parseHeader(self.http_headers.get(RESUME_HEADER.lower()))
-        if sessions is None or offer is None:
+        if sessions is None or (offer is None and SUBPROTOCOL not in (self.websocket_protocols or ())):
+            if res is None and PLAIN_SUBPROTOCOL in (self.websocket_protocols or ()):
+                # A page asking for resume from a server without it: it runs plain (a browser
+                # would fail the connection if none of the protocols it offered were selected).
+                res = PLAIN_SUBPROTOCOL
             super().succeedHandshake(res)  # a plain client (or a resume version we do not speak)
             return
-        # Answered from the counts as they are now; the session is attached at
-        # open, in the same reactor turn, so nothing can change in between.
-        session, resumed, answer = sessions.offer(offer)
-        self._offer = (session, resumed, offer.received)
         # onConnect's result: None, a subprotocol, or (subprotocol, headers)
         subprotocol, headers = res, {}
         if isinstance(res, tuple):
             subprotocol = res[0] if res else None
             headers = dict(res[1]) if len(res) > 1 else {}
+        if offer is None:
+            # A browser: the session's handshake runs in its first messages (the hello).
+            self._framed = True
+            super().succeedHandshake((SUBPROTOCOL, headers))
+            return
+        # Answered from the counts as they are now; the session is attached at
+        # open, in the same reactor turn, so nothing can change in between.
+        session, resumed, answer = sessions.offer(offer)
+        self._offer = (session, resumed, offer.received)
         headers[RESUME_HEADER] = answer
         super().succeedHandshake((subprotocol, headers))
 
     def _onOpen(self) -> None:
         HandshakeLog.restore(self)
         factory = self.factory
-        factory.clients.add(self)
         factory.openedClients += 1
+        if self._framed:
+            self._openFramed()
+            return
+        factory.clients.add(self)
         offer = self._offer
         if offer is not None:
             del self._offer
@@ -175,6 +197,140 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         self.useSession(session.stream)
         self.replay(replay)  # before anything the hooks send
         sessions.announce(session, resumed, len(replay))
+
+    # The browser's session format (txheartbeat.resume.1) -------------------------
+    # Its connections get their own sendMessage, sendUnlimited, _onMessage and
+    # _sendHeartbeat as instance attributes: plain and header-resumed
+    # connections keep theirs, with no per-message test of the format.
+
+    def _openFramed(self) -> None:
+        """Open, framed: heartbeats start now, the application's onOpen once the hello is answered."""
+        self._onMessage = self._onFramedMessage  # type: ignore[method-assign]
+        self._sendHeartbeat = self._sendFramedHeartbeat  # type: ignore[method-assign]
+        self._checkSends()
+        factory = self.factory
+        self.startHeartbeat(factory.pingInterval, factory.pongTimeout)
+        wait = factory.pongTimeout if factory.pongTimeout is not None else 10.0
+        self._helloCall = self.clock.callLater(wait, self._helloTimedOut)
+
+    def _helloTimedOut(self) -> None:
+        self._helloCall = None
+        self._wireError("no hello within pongTimeout")
+
+    def _checkSends(self) -> None:
+        if not self._framed:
+            super()._checkSends()
+            return
+        self.sendMessage = self._sendFramedMessage  # type: ignore[method-assign]
+        self.sendUnlimited = self._sendFramedUnlimited  # type: ignore[method-assign]
+
+    def _sendFramedMessage(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
+        # (the mixin's _sendMessageChecked check, repeated: there it is inlined on the per-message path)
+        if self.maxBuffered is not None:
+            buffered = userBacklog(self.transport)
+            if buffered + len(payload) > self.maxBuffered:
+                raise SendQueueFull(
+                    f"{buffered} bytes already wait to be written (maxBuffered={self.maxBuffered}); "
+                    "wait for whenDrained() before sending more"
+                )
+        self._sendFramedUnlimited(payload, *args, limited=True, **kwargs)
+
+    def _sendFramedUnlimited(self, payload: bytes, *args: Any, limited: bool = False, **kwargs: Any) -> None:
+        stream = self._stream
+        if stream is None:
+            raise NotConnected("no session on this connection (before the client's hello, or taken over): not sent")
+        stream.number(payload, bool(args[0] if args else kwargs.get("isBinary", False)), limited)
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return  # closing: kept in the session and sent when it resumes
+        try:
+            WebSocketServerProtocol.sendMessage(self, DATA + payload, *args, **kwargs)
+        except BaseException:
+            stream.unnumber()
+            raise
+        stream.written = stream.sent
+
+    def replay(self, messages: List[Tuple[bytes, bool]]) -> None:
+        """Send again what the client of a resumed session had not received (framed for a browser)."""
+        if not self._framed:
+            super().replay(messages)
+            return
+        for payload, isBinary in messages:
+            WebSocketServerProtocol.sendMessage(self, DATA + payload, isBinary)
+
+    def _sendControl(self, payload: bytes) -> None:
+        if self.state == WebSocketProtocol.STATE_OPEN:
+            WebSocketServerProtocol.sendMessage(self, payload, False)
+
+    def _sendFramedHeartbeat(self) -> None:
+        # A browser cannot see a ping's payload: what was received goes in an ack first.
+        stream = self._stream
+        if stream is not None and stream.received != stream.ackSent:
+            self._sendControl(ack(stream.ackValue()))
+        HeartbeatMixin._sendHeartbeat(self)
+
+    def _onFramedMessage(self, payload: bytes, isBinary: bool) -> None:
+        kind = payload[:1]
+        stream = self._stream
+        if kind == DATA and stream is not None:
+            data = payload[1:]
+            # Counted first: an onMessage that raises still received it (else a resume would repeat it).
+            due = stream.delivered(len(data))
+            try:
+                super()._onMessage(data, isBinary)
+            finally:
+                if due:
+                    self._sendControl(ack(stream.ackValue()))
+            return
+        if self.superseded:
+            return
+        try:
+            if kind == DATA:
+                raise WireError("a data message before the hello")
+            if kind != CONTROL or isBinary:
+                raise WireError("a message that is neither data (d) nor control (c, text)")
+            self._onControl(parseControl(payload[1:]))
+        except WireError as e:
+            self._wireError(str(e))
+
+    def _onControl(self, message: Control) -> None:
+        stream = self._stream
+        if message.type == "hello":
+            if stream is not None or self._helloCall is None:
+                raise WireError("a second hello")
+            self._hello(message)
+        elif stream is None:
+            if message.type in ("ack", "ping"):
+                raise WireError(f"{message.type} before the hello")
+        elif message.type == "ack":
+            if message.received is None:
+                raise WireError("an ack without received")
+            self._acknowledged(message.received)
+        elif message.type == "ping":
+            if message.received is not None:
+                self._acknowledged(message.received)
+            self._sendControl(pong(stream.ackValue()))
+        # other types: from a later version of the format, ignored
+
+    def _hello(self, message: Control) -> None:
+        """Answer the hello with a welcome, attach the session (replaying what the client missed), then onOpen."""
+        if self._helloCall is not None:
+            self._helloCall.cancel()
+            self._helloCall = None
+        sessions = self.factory._sessions
+        assert sessions is not None
+        received = message.received or 0
+        session, resumed, header = sessions.offer(Offer(message.session, received, False))
+        answer = parseHeader(header)
+        assert answer is not None and answer.token is not None
+        self._sendControl(welcome(answer.token, answer.received, resumed))
+        self.factory.clients.add(self)
+        self._attachSession(session, resumed, received)
+        super()._onOpen()
+        self.compactAfterOpen()
+
+    def _wireError(self, why: str) -> None:
+        _log.info("txheartbeat: client {peer} broke {wire}: {why}", peer=self.peer, wire=SUBPROTOCOL, why=why)
+        self._fail_connection(1002, f"{SUBPROTOCOL}: {why}"[:120])
 
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
         stream = self._stream
@@ -209,6 +365,9 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
 
     def _onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.stopTimers()
+        if self._helloCall is not None:
+            self._helloCall.cancel()
+            self._helloCall = None
         self.failDrainWaiters()
         if self._leaveCall is not None:
             self._leaveCall.cancel()

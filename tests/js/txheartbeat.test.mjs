@@ -94,8 +94,8 @@ function client(options = {}, random = () => 0.5) {
 test("the seed's constructor options, hooks, methods and defaults are all there", () => {
   const { h } = client();
   assert.deepEqual(
-    { ...h.opts, url: undefined, maxReconnectTimeout: undefined, backoffAfter: undefined, maxQueued: undefined, maxQueuedBytes: undefined, openTimeout: undefined },
-    { url: undefined, protocols: "", pingTimeout: 15000, pongTimeout: 10000, reconnectTimeout: 2000, pingMsg: "heartbeat", repeatLimit: null, maxReconnectTimeout: undefined, backoffAfter: undefined, maxQueued: undefined, maxQueuedBytes: undefined, openTimeout: undefined }
+    { ...h.opts, url: undefined, maxReconnectTimeout: undefined, backoffAfter: undefined, maxQueued: undefined, maxQueuedBytes: undefined, openTimeout: undefined, resume: undefined },
+    { url: undefined, protocols: "", pingTimeout: 15000, pongTimeout: 10000, reconnectTimeout: 2000, pingMsg: "heartbeat", repeatLimit: null, maxReconnectTimeout: undefined, backoffAfter: undefined, maxQueued: undefined, maxQueuedBytes: undefined, openTimeout: undefined, resume: undefined }
   );
   for (const m of ["send", "close", "createWebSocket", "initEventHandle", "reconnect"]) assert.equal(typeof h[m], "function", m);
   for (const hook of ["onopen", "onclose", "onerror", "onmessage", "onreconnect"]) assert.equal(typeof h[hook], "function", hook);
@@ -336,4 +336,211 @@ test("mini-program adapter: wx.connectSocket-style SocketTask through the WebSoc
   assert.equal(h.repeat, 2);
   h.close();
   assert.throws(() => WebsocketHeartbeat.miniProgram({}), /mini-program API/);
+});
+
+// Session resume (resume: true, the txheartbeat.resume.1 format of docs/wire.md) -------------
+
+const TOKEN = "t".repeat(32);
+const controlsOf = (socket) => socket.sent.filter((m) => typeof m === "string" && m[0] === "c").map((m) => JSON.parse(m.slice(1)));
+const dataOf = (socket) => socket.sent.filter((m) => typeof m === "string" && m[0] === "d").map((m) => m.slice(1));
+const ctl = (type, fields) => "c" + JSON.stringify({ type, ...fields });
+
+function resumeClient(options = {}) {
+  const c = client({ resume: true, pingTimeout: 1000, pongTimeout: 1000, reconnectTimeout: 100, ...options });
+  c.h.onsessionlost = (unacked) => c.events.push([c.clock.t, "onsessionlost", unacked]);
+  return c;
+}
+
+// The server's side of an open: it selects the subprotocol, the page says hello, the server welcomes.
+function welcome(socket, { session = TOKEN, received = 0, resumed = false } = {}) {
+  socket.protocol = WebsocketHeartbeat.SUBPROTOCOL;
+  socket.open();
+  const hello = controlsOf(socket)[0];
+  socket.message(ctl("welcome", { session, received, resumed }));
+  return hello;
+}
+
+test("resume offers the subprotocol, says hello with no token first, and runs onopen only after the welcome", () => {
+  const { h, made, names } = resumeClient({ protocols: "app" });
+  assert.deepEqual(made[0].protocols, ["txheartbeat.resume.1", "txheartbeat.plain", "app"]);
+  assert.ok(!made[0].url.includes("session"));
+  made[0].protocol = WebsocketHeartbeat.SUBPROTOCOL;
+  made[0].open();
+  assert.deepEqual(controlsOf(made[0]), [{ type: "hello", session: null, received: 0 }]);
+  assert.equal(made[0].binaryType, "arraybuffer");
+  assert.deepEqual(names(), []);
+  made[0].message(ctl("welcome", { session: TOKEN, received: 0, resumed: false }));
+  assert.deepEqual(names(), ["onopen"]);
+  assert.equal(h.resumed, false);
+});
+
+test("data is framed both ways; controls never reach onmessage", () => {
+  const { h, made, events } = resumeClient();
+  welcome(made[0]);
+  h.send("one");
+  h.send(new Uint8Array([1, 2]));
+  assert.equal(made[0].sent[1], "done");
+  const bytes = new Uint8Array(made[0].sent[2]);
+  assert.deepEqual([...bytes], [0x64, 1, 2]);
+  made[0].message("dtwo");
+  made[0].message(ctl("future-type", {}));
+  made[0].message(new Uint8Array([0x64, 7]).buffer);
+  const got = events.filter((e) => e[1] === "onmessage").map((e) => e[2].data);
+  assert.equal(got[0], "two");
+  assert.deepEqual([...new Uint8Array(got[1])], [7]);
+  assert.equal(got.length, 2);
+});
+
+test("sent before the first open, messages start the new session after the welcome, before what onopen sends", () => {
+  const { h, made } = resumeClient();
+  h.send("early");
+  h.onopen = () => h.send("in onopen");
+  welcome(made[0]);
+  assert.deepEqual(dataOf(made[0]), ["early", "in onopen"]);
+});
+
+test("after a drop the hello carries the token and the count; the welcome's count drives the replay: exactly once, in order", () => {
+  const { h, clock, made, names } = resumeClient();
+  welcome(made[0]);
+  for (let i = 0; i < 5; i++) h.send(`c${i}`);
+  for (let i = 0; i < 3; i++) made[0].message(`ds${i}`);
+  made[0].closed(1006);
+  h.send("c5"); // while down: kept for the resume
+  clock.advance(200);
+  assert.equal(made.length, 2);
+  const hello = welcome(made[1], { received: 3, resumed: true });
+  assert.deepEqual(hello, { type: "hello", session: TOKEN, received: 3 });
+  assert.deepEqual(dataOf(made[1]), ["c3", "c4", "c5"]);
+  assert.equal(h.resumed, true);
+  assert.ok(!names().includes("onsessionlost"));
+});
+
+test("a refused resume reports every unacknowledged message in onsessionlost, before onopen, and starts afresh", () => {
+  const { h, clock, made, events, names } = resumeClient();
+  welcome(made[0]);
+  h.send("a");
+  h.send("b");
+  made[0].message(ctl("ack", { received: 1 }));
+  made[0].closed(1006);
+  h.send("c");
+  clock.advance(200);
+  welcome(made[1], { session: "n".repeat(32), resumed: false });
+  const lost = events.find((e) => e[1] === "onsessionlost")[2];
+  assert.deepEqual(lost, ["b", "c"]);
+  assert.deepEqual(names().slice(-2), ["onsessionlost", "onopen"]);
+  assert.deepEqual(dataOf(made[1]), []);
+  h.send("d");
+  made[1].closed(1006);
+  clock.advance(200);
+  made[2].protocol = WebsocketHeartbeat.SUBPROTOCOL;
+  made[2].open();
+  assert.deepEqual(controlsOf(made[2])[0], { type: "hello", session: "n".repeat(32), received: 0 });
+});
+
+test("the page acks every 32 messages; its heartbeat is a control ping with its count, the pong's count empties its buffer", () => {
+  const { h, clock, made } = resumeClient();
+  welcome(made[0]);
+  for (let i = 0; i < 33; i++) made[0].message(`d${i}`);
+  assert.deepEqual(controlsOf(made[0]).slice(1), [{ type: "ack", received: 32 }]);
+  h.send("x");
+  h.send("y");
+  assert.equal(h._unacked.length, 2);
+  clock.advance(1000);
+  assert.deepEqual(controlsOf(made[0]).slice(-1), [{ type: "ping", received: 33 }]);
+  assert.ok(!made[0].sent.includes("heartbeat"));
+  made[0].message(ctl("pong", { received: 2 }));
+  assert.equal(h._unacked.length, 0);
+  clock.advance(999);
+  assert.equal(made.length, 1); // the pong answered it
+});
+
+test("with resume the buffer of unacknowledged messages is bounded: SendQueueFull, nothing dropped", () => {
+  const { h, made } = resumeClient({ maxQueued: 64 });
+  welcome(made[0]);
+  for (let i = 0; i < 64; i++) h.send(String(i));
+  assert.throws(() => h.send("more"), { name: "SendQueueFull" });
+  assert.equal(dataOf(made[0]).length, 64);
+  made[0].message(ctl("ack", { received: 64 }));
+  h.send("more");
+  assert.equal(dataOf(made[0])[64], "more");
+  assert.throws(() => resumeClient({ maxQueued: 10 }), TypeError);
+});
+
+test("a server that does not select the subprotocol leaves the page plain: no hello, the seed's heartbeat, early sends flushed", () => {
+  const { h, clock, made, names } = resumeClient();
+  h.send("early");
+  made[0].protocol = "txheartbeat.plain"; // (a txheartbeat server without resume)
+  made[0].open();
+  assert.deepEqual(names(), ["onopen"]);
+  assert.deepEqual(made[0].sent, ["early"]);
+  h.send("plain");
+  clock.advance(1000);
+  assert.deepEqual(made[0].sent, ["early", "plain", "heartbeat"]);
+});
+
+test("a session that meets a plain server is lost, with what was not acknowledged", () => {
+  const { h, clock, made, events } = resumeClient();
+  welcome(made[0]);
+  h.send("a");
+  made[0].closed(1006);
+  clock.advance(200);
+  made[1].open();
+  assert.deepEqual(events.find((e) => e[1] === "onsessionlost")[2], ["a"]);
+});
+
+test("no welcome within openTimeout abandons the connection without a close code (the server keeps the session)", () => {
+  const { clock, made, names } = resumeClient({ openTimeout: 500 });
+  made[0].protocol = WebsocketHeartbeat.SUBPROTOCOL;
+  made[0].open();
+  clock.advance(500);
+  assert.deepEqual(made[0].closedWith, [undefined, undefined]);
+  assert.deepEqual(names(), ["onclose", "onreconnect"]);
+});
+
+test("an acknowledgement beyond what was sent abandons the connection; data before the welcome too", () => {
+  const a = resumeClient();
+  welcome(a.made[0]);
+  a.made[0].message(ctl("ack", { received: 1 }));
+  assert.deepEqual(a.names().slice(-2), ["onclose", "onreconnect"]);
+  const b = resumeClient();
+  b.made[0].protocol = WebsocketHeartbeat.SUBPROTOCOL;
+  b.made[0].open();
+  b.made[0].message("dearly");
+  assert.deepEqual(b.names(), ["onclose", "onreconnect"]);
+});
+
+test("close() with resume ends the session with 1000 and returns what the server had not acknowledged", () => {
+  const { h, made } = resumeClient();
+  welcome(made[0]);
+  h.send("a");
+  h.send("b");
+  made[0].message(ctl("ack", { received: 1 }));
+  assert.deepEqual(h.close(), ["b"]);
+  assert.deepEqual(made[0].closedWith, [1000, undefined]);
+});
+
+test("what a plain connection could not flush goes first in the next session, in order", () => {
+  const { h, clock, made } = resumeClient();
+  h.send("a");
+  h.send("b");
+  made[0].send = function (data) {
+    this.sent.push(data);
+    this.readyState = 3; // the socket dies during the flush
+  };
+  made[0].open(); // plain: "a" goes out, "b" stays queued
+  made[0].closed(1006);
+  h.send("c");
+  clock.advance(200);
+  welcome(made[1]);
+  assert.deepEqual(dataOf(made[1]), ["b", "c"]);
+});
+
+test("resume over the mini-program adapter is refused at construction (a SocketTask does not report the subprotocol)", () => {
+  const wx = { connectSocket: () => ({ onOpen() {}, onMessage() {}, onError() {}, onClose() {}, send() {}, close() {} }) };
+  assert.throws(
+    () => new WebsocketHeartbeat({ url: "ws://127.0.0.1:9/", resume: true, WebSocket: WebsocketHeartbeat.miniProgram(wx) }),
+    /resume is not available with this socket/
+  );
+  const plain = new WebsocketHeartbeat({ url: "ws://127.0.0.1:9/", WebSocket: WebsocketHeartbeat.miniProgram(wx), timers: new FakeClock() });
+  assert.equal(plain.close().length, 0);
 });

@@ -12,7 +12,12 @@
  * - reconnects are jittered (no storm on a restarted server) and back off
  *   when connections keep failing; a server's 1012 (retry-window=S) and
  *   1013 (retry-after=S) close hints are honoured;
- * - onreconnect(info) and ongiveup(info) say why.
+ * - onreconnect(info) and ongiveup(info) say why;
+ * - resume: true (against txheartbeat serve --resume or a Python
+ *   HeartbeatServerFactory(resume=True)): every message reaches the other
+ *   side exactly once and in order, across drops, in both directions;
+ *   onsessionlost(unacked) when the server could not keep the session.
+ *   The wire format (subprotocol txheartbeat.resume.1) is in docs/wire.md.
  *
  * As an ES module: import WebsocketHeartbeat from "/txheartbeat.js".
  * As a classic script (/txheartbeat.classic.js, the same file without its
@@ -28,6 +33,16 @@ const CLOSED = 3;
 const SERVICE_RESTART = 1012;
 const TRY_AGAIN_LATER = 1013;
 const WINDOW_HINT = /retry-window=(\d+(?:\.\d+)?)/;
+
+// Session resume (docs/wire.md): the subprotocol, and a receiver's
+// acknowledgement pace (as txheartbeat._resume's ACK_EVERY / ACK_BYTES).
+const SUBPROTOCOL = "txheartbeat.resume.1";
+// Offered after it: a txheartbeat server without resume selects this one (the page runs plain),
+// since a browser fails a connection whose offered subprotocols all went unanswered.
+const PLAIN_SUBPROTOCOL = "txheartbeat.plain";
+const ACK_EVERY = 32;
+const ACK_BYTES = 32 * 1024;
+const DATA_BYTE = 0x64; // "d"
 const AFTER_HINT = /retry-after=(\d+(?:\.\d+)?)/;
 
 function byteLength(message) {
@@ -46,6 +61,24 @@ function byteLength(message) {
   if (message && typeof message.byteLength === "number") return message.byteLength;
   if (message && typeof message.size === "number") return message.size; // a Blob
   return 0;
+}
+
+/** A data message framed for the session: "d" + text, or the byte 0x64 before the bytes. */
+function frameData(message) {
+  if (typeof message === "string") return "d" + message;
+  if (message instanceof ArrayBuffer || ArrayBuffer.isView(message)) {
+    const bytes = message instanceof ArrayBuffer ? new Uint8Array(message) : new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
+    const framed = new Uint8Array(bytes.length + 1);
+    framed[0] = DATA_BYTE;
+    framed.set(bytes, 1);
+    return framed.buffer;
+  }
+  if (typeof Blob !== "undefined" && message instanceof Blob) return new Blob([new Uint8Array([DATA_BYTE]), message]);
+  return "d" + String(message); // (what WebSocket.send does with anything else)
+}
+
+function control(type, fields) {
+  return "c" + JSON.stringify(Object.assign({ type }, fields));
 }
 
 function checkDelay(name, value, allowNull) {
@@ -68,6 +101,9 @@ const defaultTimers = {
  *   maxQueued            messages send() may queue while down (default 1000)
  *   maxQueuedBytes       their total size (default 1 MiB)
  *   openTimeout          a connection not open by then is left (default pingTimeout + pongTimeout)
+ *   resume               resumable session with a txheartbeat server (default false); then
+ *                        maxQueued / maxQueuedBytes bound the messages the server has not
+ *                        acknowledged (sent while down included: at least 64 / 65536)
  *   WebSocket            the socket constructor (new WebSocket(url, protocols));
  *                        WebsocketHeartbeat.miniProgram(wx) adapts wx.connectSocket
  *   timers, random       for tests: {setTimeout, clearTimeout, now}, () => [0, 1)
@@ -84,6 +120,7 @@ function WebsocketHeartbeat({
   maxQueued = 1000,
   maxQueuedBytes = 1 << 20,
   openTimeout = null,
+  resume = false,
   WebSocket: Socket = typeof WebSocket !== "undefined" ? WebSocket : undefined,
   timers = defaultTimers,
   random = Math.random,
@@ -100,6 +137,16 @@ function WebsocketHeartbeat({
   if (repeatLimit !== null && !(Number.isInteger(repeatLimit) && repeatLimit >= 0)) {
     throw new TypeError(`WebsocketHeartbeat: repeatLimit must be null or an integer >= 0, got ${repeatLimit}`);
   }
+  if (resume && Socket.reportsNoProtocol) {
+    // (it could not tell a session from a plain connection: the server would speak one, the page the other)
+    throw new TypeError("WebsocketHeartbeat: resume is not available with this socket (it does not report the selected subprotocol)");
+  }
+  if (resume && !(maxQueued >= 2 * ACK_EVERY && maxQueuedBytes >= 2 * ACK_BYTES)) {
+    throw new TypeError(
+      `WebsocketHeartbeat: with resume, maxQueued must be >= ${2 * ACK_EVERY} and maxQueuedBytes >= ${2 * ACK_BYTES} ` +
+        `(the server acknowledges every ${ACK_EVERY} messages or ${ACK_BYTES} bytes), got ${maxQueued}, ${maxQueuedBytes}`
+    );
+  }
   this.opts = {
     url,
     protocols,
@@ -112,6 +159,7 @@ function WebsocketHeartbeat({
     maxQueued,
     maxQueuedBytes,
     openTimeout: openTimeout === null ? pingTimeout + pongTimeout : checkDelay("openTimeout", openTimeout),
+    resume: !!resume,
   };
   this.ws = null; // the current socket: a new one after every reconnect
   this.repeat = 0; // reconnect attempts since the last open (the seed's count)
@@ -127,6 +175,9 @@ function WebsocketHeartbeat({
   this.onmessage = () => {};
   this.onreconnect = () => {};
   this.ongiveup = () => {};
+  this.onsessionlost = () => {};
+  /** With resume: whether the last open carried on the session (nothing lost). */
+  this.resumed = false;
 
   this._Socket = Socket;
   this._timers = timers;
@@ -142,6 +193,18 @@ function WebsocketHeartbeat({
   this._openedAt = null;
   this._hint = null; // the reconnect delay a server's close asked for
   this._inOpen = false; // onopen is running: its sends go before the queue
+  // Resume (docs/wire.md). _wire: null (down), "hello" (open, awaiting the welcome),
+  // "session" (welcomed: data is framed and numbered), "plain" (the server did not select it).
+  this._wire = null;
+  this._session = null; // the token: never in the URL, only in the hello
+  this._unacked = []; // messages sent (or to send) the server has not acknowledged, oldest first
+  this._unackedBytes = 0;
+  this._sent = 0; // numbered this session
+  this._acked = 0;
+  this._received = 0; // data messages delivered this session
+  this._ackSent = 0;
+  this._inBytes = 0;
+  this._openEvent = null;
 
   this.createWebSocket();
 }
@@ -162,8 +225,10 @@ Object.defineProperty(WebsocketHeartbeat.prototype, "readyState", {
 WebsocketHeartbeat.prototype.createWebSocket = function () {
   if (this._final) return;
   let ws;
+  let protocols = this.opts.protocols;
+  if (this.opts.resume) protocols = [SUBPROTOCOL, PLAIN_SUBPROTOCOL].concat(protocols ? protocols : []);
   try {
-    ws = this.opts.protocols ? new this._Socket(this.opts.url, this.opts.protocols) : new this._Socket(this.opts.url);
+    ws = protocols ? new this._Socket(this.opts.url, protocols) : new this._Socket(this.opts.url);
   } catch (e) {
     // (a URL the browser refuses: no reconnect can fix it)
     this._giveUp(`the WebSocket constructor threw: ${e && e.message}`);
@@ -184,6 +249,7 @@ WebsocketHeartbeat.prototype.initEventHandle = function () {
       ws.close(1000);
       return;
     }
+    if (this.opts.resume && this._resumeOpen(ws, e)) return;
     this.repeat = 0;
     this._openedAt = this._lastInbound = this._timers.now();
     this._pingSentAt = null;
@@ -206,7 +272,8 @@ WebsocketHeartbeat.prototype.initEventHandle = function () {
       this._pingSentAt = null;
     }
     this._lastInbound = now;
-    this.onmessage(e);
+    if (this._wire === "session" || this._wire === "hello") this._framedMessage(e);
+    else this.onmessage(e);
   };
   ws.onerror = (e) => {
     if (!current()) return;
@@ -220,6 +287,10 @@ WebsocketHeartbeat.prototype.initEventHandle = function () {
 
 WebsocketHeartbeat.prototype.send = function (msg) {
   if (this._final) throw new Error("WebsocketHeartbeat: send() after close()");
+  if (this.opts.resume && this._wire !== "plain") {
+    this._number(msg);
+    return;
+  }
   if (this.ws && this.ws.readyState === OPEN && (this.queued.length === 0 || this._inOpen)) {
     this.ws.send(msg);
     return;
@@ -237,9 +308,13 @@ WebsocketHeartbeat.prototype.send = function (msg) {
   this._queuedBytes += size;
 };
 
-/** Close for good, in any state: no reconnect follows. Returns the messages still queued (never sent). */
+/**
+ * Close for good, in any state: no reconnect follows (with resume, the server ends the session).
+ * Returns the messages still queued (never sent); with resume, also the ones the server had not
+ * acknowledged (it may have received the last few of those).
+ */
 WebsocketHeartbeat.prototype.close = function () {
-  const unsent = this.queued;
+  const unsent = this.queued.concat(this._endSession());
   this.queued = [];
   this._queuedBytes = 0;
   if (this._final) return unsent;
@@ -300,6 +375,10 @@ WebsocketHeartbeat.prototype._tick = function () {
     return;
   }
   if (this.ws.readyState !== OPEN) return; // closing: its close event decides
+  if (this._wire === "hello") {
+    this._abandon(`no welcome within openTimeout (${this.opts.openTimeout} ms)`);
+    return;
+  }
   if (this._pingSentAt !== null) {
     // The heartbeat's deadline: nothing at all arrived since it went out.
     const silent = now - this._lastInbound;
@@ -313,6 +392,11 @@ WebsocketHeartbeat.prototype._tick = function () {
   }
   this._pingSentAt = now;
   this._schedule(pongTimeout);
+  if (this._wire === "session") {
+    // The session's heartbeat: a control ping carrying what was received, answered by a pong with the server's count.
+    this.ws.send(control("ping", { received: this._ackValue() }));
+    return;
+  }
   this.ws.send(typeof this.opts.pingMsg === "function" ? this.opts.pingMsg() : this.opts.pingMsg);
 };
 
@@ -322,7 +406,9 @@ WebsocketHeartbeat.prototype._abandon = function (why) {
   const ws = this.ws;
   this.ws = null; // its late events are ignored
   try {
-    ws.close(4000, "heartbeat timeout");
+    // With resume, a close without a code: 1000 or an application code would end the session on the server.
+    if (this.opts.resume) ws.close();
+    else ws.close(4000, "heartbeat timeout");
   } catch (e) {
     // (closing a dead socket may throw on some platforms)
   }
@@ -331,6 +417,7 @@ WebsocketHeartbeat.prototype._abandon = function (why) {
 
 WebsocketHeartbeat.prototype._lost = function (event, code, reason) {
   this._cancel();
+  this._wire = null;
   this._pingSentAt = null;
   const now = this._timers.now();
   if (this._openedAt !== null) {
@@ -402,6 +489,186 @@ WebsocketHeartbeat.prototype._giveUp = function (why) {
   this.ongiveup({ reason: why, attempts: this.repeat, unsent });
 };
 
+// Session resume (docs/wire.md) -------------------------------------------------
+
+/** The socket opened: start the session's handshake (true), or go on plain (false). */
+WebsocketHeartbeat.prototype._resumeOpen = function (ws, e) {
+  if (ws.protocol !== SUBPROTOCOL) {
+    // A server without resume: the page works on, without it.
+    this._wire = "plain";
+    this.resumed = false;
+    if (this._session !== null) {
+      this._sessionLost();
+    } else {
+      // Sent before any session: the queue of a plain connection.
+      this.queued = this._unacked.map((m) => m.msg).concat(this.queued);
+      this._queuedBytes = this.queued.reduce((n, m) => n + byteLength(m), 0);
+      this._resetSession(null);
+    }
+    return this._final || ws !== this.ws;
+  }
+  if (this.queued.length > 0) {
+    // Left over from a plain connection that closed while flushing (so there is no session): they go first.
+    const left = this.queued.map((msg) => ({ msg, size: byteLength(msg) }));
+    this._unacked = left.concat(this._unacked);
+    this._unackedBytes += this._queuedBytes;
+    this.queued = [];
+    this._queuedBytes = 0;
+  }
+  this._wire = "hello";
+  this._openEvent = e;
+  ws.binaryType = "arraybuffer"; // (a Blob cannot be read at once: its first byte says what it is)
+  this._lastInbound = this._timers.now();
+  this._pingSentAt = null;
+  this._schedule(this.opts.openTimeout); // the welcome's deadline
+  ws.send(control("hello", { session: this._session, received: this._received }));
+  return true;
+};
+
+WebsocketHeartbeat.prototype._resetSession = function (token) {
+  this._session = token;
+  this._unacked = [];
+  this._unackedBytes = 0;
+  this._sent = this._acked = this._received = this._ackSent = this._inBytes = 0;
+};
+
+/** Forget the session; return the messages the server never acknowledged. */
+WebsocketHeartbeat.prototype._endSession = function () {
+  const unacked = this._unacked.map((m) => m.msg);
+  this._resetSession(null);
+  return unacked;
+};
+
+WebsocketHeartbeat.prototype._sessionLost = function () {
+  const unacked = this._endSession();
+  this.onsessionlost(unacked);
+};
+
+WebsocketHeartbeat.prototype._number = function (msg) {
+  const size = byteLength(msg);
+  if (this._unacked.length >= this.opts.maxQueued || this._unackedBytes + size > this.opts.maxQueuedBytes) {
+    const error = new Error(
+      `WebsocketHeartbeat: send queue full (${this._unacked.length} messages, ${this._unackedBytes} bytes not yet ` +
+        `acknowledged by the server; maxQueued=${this.opts.maxQueued}, maxQueuedBytes=${this.opts.maxQueuedBytes})`
+    );
+    error.name = "SendQueueFull";
+    throw error;
+  }
+  this._unacked.push({ msg, size });
+  this._unackedBytes += size;
+  this._sent++;
+  if (this._wire === "session" && this.ws.readyState === OPEN) this.ws.send(frameData(msg));
+};
+
+WebsocketHeartbeat.prototype._acknowledged = function (count) {
+  if (!Number.isInteger(count) || count > this._sent) return false;
+  let n = count - this._acked;
+  if (n > 0) {
+    const gone = this._unacked.splice(0, n);
+    for (let i = 0; i < gone.length; i++) this._unackedBytes -= gone[i].size;
+    this._acked = count;
+  }
+  return true;
+};
+
+WebsocketHeartbeat.prototype._ackValue = function () {
+  this._ackSent = this._received;
+  this._inBytes = 0;
+  return this._received;
+};
+
+WebsocketHeartbeat.prototype._framedMessage = function (e) {
+  const data = e.data;
+  let kind = "";
+  let body = null;
+  if (typeof data === "string") {
+    kind = data.charAt(0);
+    body = data.slice(1);
+  } else if (data instanceof ArrayBuffer && data.byteLength > 0 && new Uint8Array(data)[0] === DATA_BYTE) {
+    kind = "d";
+    body = data.slice(1);
+  }
+  if (kind === "c" && typeof data === "string") {
+    let message = null;
+    try {
+      message = JSON.parse(body);
+    } catch (error) {
+      // (said below)
+    }
+    if (message && typeof message.type === "string") this._control(message);
+    else this._abandon(`${SUBPROTOCOL}: a control message that is not an object with a type`);
+    return;
+  }
+  if (kind !== "d" || this._wire !== "session") {
+    this._abandon(`${SUBPROTOCOL}: ${kind === "d" ? "data before the welcome" : "a message neither data nor control"}`);
+    return;
+  }
+  // Counted first: an onmessage that throws still received it (else a resume would repeat it).
+  this._received++;
+  this._inBytes += byteLength(body);
+  const due = this._received - this._ackSent >= ACK_EVERY || this._inBytes >= ACK_BYTES;
+  const ws = this.ws;
+  try {
+    this.onmessage({ type: "message", data: body, origin: e.origin, lastEventId: e.lastEventId, target: e.target });
+  } finally {
+    if (due && ws === this.ws && this._wire === "session" && ws.readyState === OPEN) {
+      ws.send(control("ack", { received: this._ackValue() }));
+    }
+  }
+};
+
+WebsocketHeartbeat.prototype._control = function (message) {
+  const type = message.type;
+  if (type === "welcome" && this._wire === "hello") {
+    this._welcome(message);
+  } else if ((type === "ack" || type === "pong") && this._wire === "session") {
+    if (!this._acknowledged(message.received)) {
+      this._abandon(`${SUBPROTOCOL}: the server acknowledged ${message.received} messages; ${this._sent} were sent`);
+    }
+  } else if (type === "welcome" || ((type === "ack" || type === "pong") && this._wire !== "session")) {
+    this._abandon(`${SUBPROTOCOL}: ${type} out of place`);
+  }
+  // other types: from a later version of the format, ignored
+};
+
+WebsocketHeartbeat.prototype._welcome = function ({ session, received, resumed }) {
+  if (typeof session !== "string" || !Number.isInteger(received) || received < 0) {
+    this._abandon(`${SUBPROTOCOL}: a malformed welcome`);
+    return;
+  }
+  const ws = this.ws;
+  const carriedOn = resumed === true && session === this._session && received >= this._acked && received <= this._sent;
+  let lost = null;
+  if (carriedOn) {
+    this._acknowledged(received);
+  } else if (this._session !== null) {
+    lost = this._endSession(); // sent while down included: the new session starts empty
+    this._session = session;
+  } else {
+    // No session yet: what was sent before this open starts the new one.
+    const pending = this._unacked;
+    const bytes = this._unackedBytes;
+    this._resetSession(session);
+    this._unacked = pending;
+    this._unackedBytes = bytes;
+    this._sent = pending.length;
+  }
+  this._wire = "session";
+  this.resumed = carriedOn;
+  this.repeat = 0;
+  this._openedAt = this._lastInbound = this._timers.now();
+  this._pingSentAt = null;
+  this._schedule(this.opts.pingTimeout);
+  if (lost !== null) this.onsessionlost(lost);
+  if (ws !== this.ws || this._final) return;
+  // Replayed (or sent for the first time) in order, before anything onopen sends.
+  const pending = this._unacked;
+  for (let i = 0; i < pending.length && ws.readyState === OPEN; i++) ws.send(frameData(pending[i].msg));
+  const event = this._openEvent;
+  this._openEvent = null;
+  this.onopen(event);
+};
+
 /**
  * A WebSocket-like constructor over a mini-program's connectSocket
  * (wx, my, swan, tt, uni: SocketTask with onOpen/onMessage/onClose/onError).
@@ -411,7 +678,7 @@ WebsocketHeartbeat.miniProgram = function (api) {
   if (!api || typeof api.connectSocket !== "function") {
     throw new TypeError("WebsocketHeartbeat.miniProgram: pass the mini-program API object (wx, my, swan, tt, uni)");
   }
-  return function MiniProgramSocket(url, protocols) {
+  function MiniProgramSocket(url, protocols) {
     const socket = this;
     socket.readyState = CONNECTING;
     socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
@@ -446,8 +713,13 @@ WebsocketHeartbeat.miniProgram = function (api) {
       socket.readyState = CLOSING;
       task.close({ code, reason });
     };
-  };
+  }
+  // A SocketTask does not say which subprotocol the server selected: no session resume over it.
+  MiniProgramSocket.reportsNoProtocol = true;
+  return MiniProgramSocket;
 };
+
+WebsocketHeartbeat.SUBPROTOCOL = SUBPROTOCOL;
 
 if (typeof globalThis !== "undefined") globalThis.WebsocketHeartbeat = WebsocketHeartbeat;
 export default WebsocketHeartbeat;
