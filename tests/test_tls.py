@@ -43,3 +43,12 @@ def test_server_options_check_early(tmp_path):
     _, otherKey = writePair(tmp_path, "other")
     with pytest.raises(ValueError, match="does not match the certificate"):
         serverTLSOptions(cert, otherKey)
+
+
+def test_server_options_release_idle_buffers(tmp_path):
+    """serverTLSOptions' context has OpenSSL release an idle connection's buffers (MODE_RELEASE_BUFFERS, which Twisted's CertificateOptions sets)."""
+    from OpenSSL import SSL
+
+    cert, key = writePair(tmp_path)
+    context = serverTLSOptions(cert, key).getContext()
+    assert context.set_mode(0) & SSL.MODE_RELEASE_BUFFERS  # (adds nothing, returns the mode)

@@ -39,6 +39,9 @@ def serverTLSOptions(certFile: str, keyFile: str) -> Any:
     :param certFile: the server's certificate, then any intermediate
         certificates it needs (the chain is sent to clients as given).
     :param keyFile: its private key, unencrypted PEM (may be the same file).
+
+    The context releases idle connections' buffers (``MODE_RELEASE_BUFFERS``)
+    and offers ALPN ``http/1.1``.
     :raises ValueError: a file cannot be read or holds no certificate / key,
         or the key is not the certificate's.
     """
@@ -64,9 +67,12 @@ def serverTLSOptions(certFile: str, keyFile: str) -> Any:
         acceptableProtocols=[b"http/1.1"],
     )
     try:
-        options.getContext()  # (checks the key against the certificate)
+        options.getContext()  # (checks the key against the certificate; cached, used for every connection)
     except SSL.Error:
         raise ValueError(f"the key in {keyFile!r} does not match the certificate in {certFile!r}") from None
+    # (Twisted's CertificateOptions already sets SSL.MODE_RELEASE_BUFFERS, so
+    # OpenSSL frees an idle connection's read and write buffers; a test checks
+    # that it still does.)
     return options
 
 
