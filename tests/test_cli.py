@@ -699,8 +699,9 @@ class Server(Running):
         super().__init__("serve", "--port", "0", *args, **kwargs)
         try:
             self.banner = self.expect("serving")
-            self.port = int(re.search(r"ws://127\.0\.0\.1:(\d+)/", self.banner).group(1))
-            self.url = f"ws://127.0.0.1:{self.port}/"
+            scheme, port = re.search(r"(wss?)://127\.0\.0\.1:(\d+)/", self.banner).groups()
+            self.port = int(port)
+            self.url = f"{scheme}://127.0.0.1:{self.port}/"
             self.expect("status page:")
             self.metricsPort = None
             if "--metrics-port" in args:

@@ -25,6 +25,7 @@ from ._heartbeat import Heartbeat
 from ._resume import ISessionStore, MemorySessionStore, ServerSession
 from ._server import HeartbeatServerFactory, HeartbeatServerProtocol, ServerStats
 from ._service import HeartbeatClientService
+from ._tls import clientTLSOptions, serverTLSOptions
 
 __version__ = "0.3.1"
 
@@ -51,6 +52,8 @@ __all__ = [
     "ServerSession",
     "ServerStats",
     "TLSRequired",
+    "clientTLSOptions",
     "connect",
     "exponentialBackoff",
+    "serverTLSOptions",
 ]

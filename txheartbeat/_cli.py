@@ -131,6 +131,13 @@ def buildParser() -> argparse.ArgumentParser:
         help="ask for a resumable session: what is lost in a drop is sent again after the reconnect",
     )
     c.add_argument("--json", action="store_true", help="print every event as one JSON line on stdout (see below)")
+    c.add_argument(
+        "--ca",
+        default=None,
+        metavar="FILE",
+        help="wss:// only: trust the CA certificate(s) in this PEM file (e.g. a self-signed test certificate) "
+        "instead of the system's; the certificate is still verified for the URL's host",
+    )
     s = sub.add_parser(
         "serve",
         help="echo server that answers heartbeats and reaps dead clients",
@@ -170,8 +177,16 @@ def buildParser() -> argparse.ArgumentParser:
         type=_port,
         default=None,
         metavar="N",
-        help="serve Prometheus metrics at http://HOST:N/metrics (needs txheartbeat[prometheus])",
+        help="serve Prometheus metrics at http://HOST:N/metrics (needs txheartbeat[prometheus]); https with --tls-cert",
     )
+    s.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="FILE",
+        help="serve wss:// (and the status page, metrics over https) with this PEM certificate, "
+        "then any intermediates; needs --tls-key",
+    )
+    s.add_argument("--tls-key", default=None, metavar="FILE", help="the certificate's unencrypted PEM private key")
     return parser
 
 
@@ -186,6 +201,25 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             import txheartbeat.metrics  # noqa: F401
         except ImportError:
             parser.error("--metrics-port needs prometheus-client: pip install 'txheartbeat[prometheus]'")
+    if args.command == "serve" and (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together: give both (or neither, for plain ws://)")
+    args.tls = None
+    try:
+        if args.command == "serve" and args.tls_cert is not None:
+            from ._tls import serverTLSOptions
+
+            args.tls = serverTLSOptions(args.tls_cert, args.tls_key)
+        if args.command == "connect" and args.ca is not None:
+            from urllib.parse import urlsplit
+
+            from ._tls import clientTLSOptions
+
+            url = urlsplit(args.url)
+            if url.scheme.lower() != "wss" or not url.hostname:
+                parser.error("--ca is for wss:// URLs only")
+            args.tls = clientTLSOptions(url.hostname, args.ca)
+    except ValueError as e:
+        parser.error(str(e))
     from twisted.internet.task import react
 
     if args.command == "demo":
@@ -295,6 +329,7 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
             maxRetries=args.max_retries,
             openTimeout=args.open_timeout,
             resume=args.resume,
+            contextFactory=args.tls,
         )
     except ValueError as e:
         sys.stderr.write(f"txheartbeat: error: {e}\n")
@@ -475,8 +510,9 @@ def _hostPort(host: str, port: int) -> str:
 
 def _serve(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
     window = args.resume_window if args.resume_window is not None else RESUME_WINDOW
+    ws, http = ("wss", "https") if args.tls is not None else ("ws", "http")
     factory = _EchoFactory(
-        f"ws://{_hostPort(args.host, args.port)}" if args.port else None,  # (Autobahn refuses port 0 in a URL)
+        f"{ws}://{_hostPort(args.host, args.port)}" if args.port else None,  # (Autobahn refuses port 0 in a URL)
         pingInterval=args.ping_interval,
         pongTimeout=args.pong_timeout,
         resume=args.resume,
@@ -484,15 +520,20 @@ def _serve(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
         allowedOrigins=args.allowed_origin,
         reactor=reactor,
     )
-    port = _listen(lambda: reactor.listenTCP(args.port, factory, interface=args.host), args.host, args.port)
+    if args.tls is not None:
+        port = _listen(
+            lambda: reactor.listenSSL(args.port, factory, args.tls, interface=args.host), args.host, args.port
+        )
+    else:
+        port = _listen(lambda: reactor.listenTCP(args.port, factory, interface=args.host), args.host, args.port)
     where = _hostPort(args.host, port.getHost().port)
     resume = f"; resume: sessions kept {window:g} s" if args.resume else ""
     origins = "any, null included" if args.allowed_origin is None else ", ".join(args.allowed_origin) + " only"
     _say(
-        f"serving ws://{where}/ (echo; answers 'heartbeat'; "
+        f"serving {ws}://{where}/ (echo; answers 'heartbeat'; "
         f"ping {args.ping_interval:g} s, pong {args.pong_timeout:g} s{resume}; origins: {origins})"
     )
-    _say(f"status page: http://{where}/")
+    _say(f"status page: {http}://{where}/")
     if args.metrics_port is not None:
         from prometheus_client import REGISTRY
 
@@ -500,12 +541,12 @@ def _serve(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
 
         REGISTRY.register(HeartbeatCollector(servers={"serve": factory}))
         metrics = _listen(
-            lambda: listenMetrics(args.metrics_port, reactor=reactor, interface=args.host),
+            lambda: listenMetrics(args.metrics_port, reactor=reactor, interface=args.host, tlsOptions=args.tls),
             args.host,
             args.metrics_port,
             " for metrics",
         )
-        _say(f"metrics: http://{_hostPort(args.host, metrics.getHost().port)}/metrics")
+        _say(f"metrics: {http}://{_hostPort(args.host, metrics.getHost().port)}/metrics")
     factory.statusFeed.start()
 
     def stopping() -> Deferred[Any]:

@@ -110,11 +110,18 @@ def _families(table: Any, label: str, snapshots: Mapping[str, Any]) -> Iterator[
 
 
 def listenMetrics(
-    port: int, *, registry: Optional[CollectorRegistry] = None, reactor: Any = None, interface: str = "127.0.0.1"
+    port: int,
+    *,
+    registry: Optional[CollectorRegistry] = None,
+    reactor: Any = None,
+    interface: str = "127.0.0.1",
+    tlsOptions: Any = None,
 ) -> Any:
     """
     Serve ``registry`` (the default one if ``None``) over HTTP at
-    ``/metrics`` (and ``/``) on ``interface:port``, on the reactor.
+    ``/metrics`` (and ``/``) on ``interface:port``, on the reactor;
+    over HTTPS with ``tlsOptions`` (server TLS options, e.g. the ones a
+    ``wss://`` server listens with).
 
     :returns: the listening port (``stopListening()`` to stop).
     """
@@ -140,4 +147,6 @@ def listenMetrics(
     root = Resource()
     root.putChild(b"metrics", metrics)
     root.putChild(b"", metrics)
+    if tlsOptions is not None:
+        return reactor.listenSSL(port, Site(root), tlsOptions, interface=interface)
     return reactor.listenTCP(port, Site(root), interface=interface)
