@@ -203,6 +203,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             parser.error("--metrics-port needs prometheus-client: pip install 'txheartbeat[prometheus]'")
     if args.command == "serve" and (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together: give both (or neither, for plain ws://)")
+    if args.command == "serve" and args.tls_cert is not None and args.metrics_port is not None:
+        import twisted
+
+        if int(twisted.__version__.split(".")[0]) < 23:
+            # (seen on Twisted 22.10: its web server drops the HTTPS connections of this
+            # listener; metrics over HTTPS are tested on Twisted 26.10)
+            parser.error(f"--metrics-port with --tls-cert needs Twisted 23 or later (this is {twisted.__version__})")
     args.tls = None
     try:
         if args.command == "serve" and args.tls_cert is not None:

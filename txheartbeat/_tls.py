@@ -36,12 +36,12 @@ def serverTLSOptions(certFile: str, keyFile: str) -> Any:
     """
     Server TLS options (Twisted ``CertificateOptions``) from PEM files, checked now.
 
+    The context releases idle connections' buffers (``MODE_RELEASE_BUFFERS``)
+    and offers ALPN ``http/1.1``.
+
     :param certFile: the server's certificate, then any intermediate
         certificates it needs (the chain is sent to clients as given).
     :param keyFile: its private key, unencrypted PEM (may be the same file).
-
-    The context releases idle connections' buffers (``MODE_RELEASE_BUFFERS``)
-    and offers ALPN ``http/1.1``.
     :raises ValueError: a file cannot be read or holds no certificate / key,
         or the key is not the certificate's.
     """
