@@ -30,3 +30,19 @@ def make(reactor: MemoryReactor, handler: RecordingHandler):
         return factory
 
     return make
+
+
+@pytest.fixture
+def redis():
+    """A real redis-server of this test's own (tests/redisserver.py), stopped after it; skips, saying why, without one."""
+    from tests.redisserver import RedisServer, missing
+
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
