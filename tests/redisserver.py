@@ -117,3 +117,45 @@ class RedisServer:
         """Stop the server and remove its directory."""
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class ReplyError(Exception):
+    """Redis answered with an error (``-ERR ...``); ``args[0]`` is its text."""
+
+
+class Client:
+    """A blocking RESP2 client for the tests' own checks (not the library's client)."""
+
+    def __init__(self, port: int) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.reader = self.socket.makefile("rb")
+
+    def close(self) -> None:
+        self.reader.close()
+        self.socket.close()
+
+    def call(self, *words: object) -> object:
+        """Send one command (words as str, bytes or int) and return its reply (bytes, int, list, None)."""
+        encoded = [w if isinstance(w, bytes) else str(w).encode() for w in words]
+        self.socket.sendall(b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded))
+        return self._reply()
+
+    def _reply(self) -> object:
+        line = self.reader.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("redis-server closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            raise ReplyError(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            if int(rest) < 0:
+                return None
+            data = self.reader.read(int(rest) + 2)
+            return data[:-2]
+        if kind == b"*":
+            return None if int(rest) < 0 else [self._reply() for _ in range(int(rest))]
+        raise ValueError(f"not a RESP2 reply: {line!r}")
