@@ -141,3 +141,14 @@ def test_writesRefreshTheTTL(client: Client) -> None:
     run(client, scripts.APPEND, 90000, 1, 100, 10000, b"a")
     assert 85000 < int(client.call("PTTL", META)) <= 90000  # type: ignore[call-overload]
     assert 85000 < int(client.call("PTTL", OUT)) <= 90000  # type: ignore[call-overload]
+
+
+def test_claimWithNothingToDropKeepsEverything(client: Client) -> None:
+    """A client that received nothing of what is kept gets it all replayed, and the kept bytes stay counted (found by the machine)."""
+    run(client, scripts.CREATE, TTL)
+    append(client, 1, b"a")
+    append(client, 1, b"")
+    assert claim(client, 0) == [2, 0, b"a", b""]
+    assert client.call("HMGET", META, "base", "bytes") == [b"0", b"1"]
+    run(client, scripts.ACK, TTL, 2, 2, 0)  # dropping an empty message frees 0 bytes (not -0, which HINCRBY refuses)
+    assert client.call("HMGET", META, "base", "bytes") == [b"2", b"0"]

@@ -36,12 +36,13 @@ if not meta[1] then return redis.error_reply('EXPIRED no such session (expired o
 local base, sent, got = tonumber(meta[2]), tonumber(meta[3]), tonumber(ARGV[2])
 if got < base or got > sent then return redis.error_reply('GAP continuity cannot be proven') end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-local dropped = redis.call('LRANGE', KEYS[2], 0, got - base - 1)
-local freed = 0
-for _, m in ipairs(dropped) do freed = freed + string.len(m) end
-redis.call('LTRIM', KEYS[2], got - base, -1)
-redis.call('HSET', KEYS[1], 'base', got)
-redis.call('HINCRBY', KEYS[1], 'bytes', -freed)
+if got > base then  -- (LRANGE 0 -1 would be the whole list)
+  local freed = 0
+  for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, got - base - 1)) do freed = freed + string.len(m) end
+  redis.call('LTRIM', KEYS[2], got - base, -1)
+  redis.call('HSET', KEYS[1], 'base', got)
+  redis.call('HINCRBY', KEYS[1], 'bytes', 0 - freed)  -- (-freed of 0 is -0, which HINCRBY refuses)
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[3], epoch)
@@ -82,7 +83,7 @@ if acked > base then
   local freed = 0
   for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, acked - base - 1)) do freed = freed + string.len(m) end
   redis.call('LTRIM', KEYS[2], acked - base, -1)
-  redis.call('HINCRBY', KEYS[1], 'bytes', -freed)
+  redis.call('HINCRBY', KEYS[1], 'bytes', 0 - freed)
   redis.call('HSET', KEYS[1], 'base', acked)
 end
 redis.call('HSET', KEYS[1], 'received', ARGV[4])
