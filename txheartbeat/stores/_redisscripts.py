@@ -3,7 +3,7 @@ The Lua scripts of the Redis session store: each runs atomically in Redis,
 so a check (the epoch, the bounds, continuity) and the write it guards
 cannot be separated by another owner's write.
 
-Keys of one session (``D`` = the hex of its :func:`~txheartbeat._resume.tokenKey`,
+Keys of one session (``D`` = the hex of its key, ``tokenKey(token)`` in ``_resume``,
 never the token; the braces keep both keys in one Redis Cluster slot):
 
 - ``txhb:{D}:meta``: a hash: ``epoch`` (bumped by each takeover), ``base``
