@@ -97,3 +97,19 @@ class NewGarbage:
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
+
+
+@pytest.fixture
+def redis():
+    """A real redis-server of this test's own (tests/redisserver.py), stopped after it; skips, saying why, without one."""
+    from .redisserver import RedisServer, missing
+
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -1,0 +1,118 @@
+"""
+A hypothesis machine over the Redis store's scripts in a real redis-server:
+two owners take one session over from each other (a paused owner wakes up
+and keeps writing with its old epoch); against a model, a stale owner's
+writes are refused and change nothing, and a claim replays exactly what the
+client lacks or is refused (never a partial replay).
+"""
+
+from typing import Dict, List, Optional
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from tests.redisserver import Client, RedisServer, ReplyError, missing
+from txheartbeat.stores import _redisscripts as scripts
+
+META, OUT, CHANNEL = "txhb:{m}:meta", "txhb:{m}:out", "txhb:{m}:owner"
+TTL, MAX_MESSAGES, MAX_BYTES = 60000, 4, 12
+OWNERS = st.sampled_from(["a", "b"])
+
+server: Optional[RedisServer] = None
+
+
+def call(client: Client, script: str, *args: object) -> object:
+    """Run a script; an error reply comes back as its code (FENCED, GAP...)."""
+    try:
+        return client.call("EVAL", script, 2, META, OUT, *args)
+    except ReplyError as error:
+        return str(error).split()[0]
+
+
+class TakeoverMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        assert server is not None
+        self.client = Client(server.port)
+        self.client.call("FLUSHALL")
+        assert call(self.client, scripts.CREATE, TTL) == 1
+        # the model: the session's epoch, the oldest kept number, what was sent, what is durable as received
+        self.epoch, self.base, self.received = 1, 0, 0
+        self.sent: List[bytes] = []
+        self.owners: Dict[str, int] = {"a": 1, "b": 0}  # the epoch each owner believes it holds
+
+    def teardown(self) -> None:
+        self.client.close()
+
+    @rule(owner=OWNERS, size=st.integers(0, 5))
+    def append(self, owner: str, size: int) -> None:
+        """An owner numbers a message: only the current owner may, within the bounds."""
+        message = b"x" * size  # empty messages too: nothing may count them as -0 bytes
+        answer = call(self.client, scripts.APPEND, TTL, self.owners[owner], MAX_MESSAGES, MAX_BYTES, message)
+        if self.owners[owner] != self.epoch:
+            assert answer == "FENCED"
+            return
+        kept = self.sent[self.base :]
+        if len(kept) >= MAX_MESSAGES or sum(map(len, kept)) + len(message) > MAX_BYTES:
+            assert answer == "FULL"
+            return
+        assert answer == len(self.sent)
+        self.sent.append(message)
+
+    @rule(owner=OWNERS, data=st.data())
+    def ack(self, owner: str, data: st.DataObject) -> None:
+        """An owner records the client's ack and its own received count: refused unless it is the current owner."""
+        acked = data.draw(st.integers(0, len(self.sent) + 1))
+        received = data.draw(st.integers(max(self.received - 1, 0), self.received + 2))
+        answer = call(self.client, scripts.ACK, TTL, self.owners[owner], acked, received)
+        if self.owners[owner] != self.epoch:
+            assert answer == "FENCED"
+        elif acked > len(self.sent) or received < self.received:
+            assert answer == "GAP"
+        else:
+            assert answer == 1
+            self.base = max(self.base, acked)
+            self.received = received
+
+    @rule(owner=OWNERS, data=st.data())
+    def takeover(self, owner: str, data: st.DataObject) -> None:
+        """A client resumes on ``owner`` saying how many it received: replayed exactly the rest, or refused."""
+        clientReceived = data.draw(st.integers(max(self.base - 1, 0), len(self.sent) + 1))
+        answer = call(self.client, scripts.CLAIM, TTL, clientReceived, CHANNEL)
+        if clientReceived < self.base or clientReceived > len(self.sent):
+            assert answer == "GAP"  # never a partial replay; nothing changed
+            return
+        self.epoch += 1
+        self.owners[owner] = self.epoch
+        self.base = clientReceived
+        assert answer == [self.epoch, self.received, *self.sent[self.base :]]
+
+    @invariant()
+    def storeMatchesTheModel(self) -> None:
+        """What Redis keeps is exactly the model's session."""
+        meta = self.client.call("HMGET", META, "epoch", "base", "sent", "bytes", "received")
+        kept = self.sent[self.base :]
+        assert meta == [b"%d" % n for n in (self.epoch, self.base, len(self.sent), sum(map(len, kept)), self.received)]
+        assert self.client.call("LRANGE", OUT, 0, -1) == kept
+
+
+def test_takeovers(redis: RedisServer) -> None:
+    """Two owners, takeovers and stale writers: Redis always holds the model's session; stale writes are refused."""
+    global server
+    server = redis
+    try:
+        TakeoverMachine.TestCase.settings = settings(
+            max_examples=60,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        TakeoverMachine.TestCase().runTest()
+    finally:
+        server = None
+
+
+if missing() is not None:  # pragma: no cover
+    pytestmark = pytest.mark.skip(reason=str(missing()))
