@@ -99,6 +99,7 @@ def buildParser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action=_Version, nargs=0, help="versions in use; which shortcuts into Autobahn and Twisted hold"
     )
+    parser.set_defaults(tls=None)  # (TLS options, made by main() from --tls-cert/--tls-key or --ca)
     sub = parser.add_subparsers(dest="command", metavar="{demo,connect,serve}")
     sub.required = True
     sub.add_parser("demo", help="narrated demo: heartbeat, dead peer, reconnect, queued message (loopback only)")
