@@ -391,14 +391,19 @@ class HeartbeatMixin:
         else:
             setattr(self, "sendMessage", self._sendMessageChecked)  # noqa: B010 (mypy: no class-level attribute)
 
+    def _refuseBeyondBuffer(self, size: int, limit: int) -> None:
+        """Raise :class:`SendQueueFull` if ``size`` more bytes would take the write buffer past ``limit``."""
+        buffered = userBacklog(self.transport)
+        if buffered + size > limit:
+            raise SendQueueFull(
+                f"{buffered} bytes already wait to be written (maxBuffered={limit}); "
+                "wait for whenDrained() before sending more"
+            )
+
     def _sendMessageChecked(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
-        if self.maxBuffered is not None:
-            buffered = userBacklog(self.transport)
-            if buffered + len(payload) > self.maxBuffered:
-                raise SendQueueFull(
-                    f"{buffered} bytes already wait to be written (maxBuffered={self.maxBuffered}); "
-                    "wait for whenDrained() before sending more"
-                )
+        limit = self.maxBuffered
+        if limit is not None:
+            self._refuseBeyondBuffer(len(payload), limit)
         stream = self._stream
         if stream is None:
             type(self).sendMessage(self, payload, *args, **kwargs)  # type: ignore[attr-defined]  # a subclass's, then Autobahn's

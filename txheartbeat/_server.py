@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._errors import NotConnected, ProtocolError, SendQueueFull
+from ._errors import NotConnected, ProtocolError
 from ._handler import Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
 from ._options import checkOptions, checkURL
@@ -33,7 +33,6 @@ from ._resume import (
     parseHeader,
 )
 from ._share import SharedValues
-from ._tcpinfo import userBacklog
 from ._wire import CONTROL, DATA, PLAIN_SUBPROTOCOL, SUBPROTOCOL, Control, WireError, ack, parseControl, pong, welcome
 
 _log = Logger(namespace="txheartbeat")
@@ -225,14 +224,9 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         self.sendUnlimited = self._sendFramedUnlimited  # type: ignore[method-assign]
 
     def _sendFramedMessage(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
-        # (the mixin's _sendMessageChecked check, repeated: there it is inlined on the per-message path)
-        if self.maxBuffered is not None:
-            buffered = userBacklog(self.transport)
-            if buffered + len(payload) > self.maxBuffered:
-                raise SendQueueFull(
-                    f"{buffered} bytes already wait to be written (maxBuffered={self.maxBuffered}); "
-                    "wait for whenDrained() before sending more"
-                )
+        limit = self.maxBuffered
+        if limit is not None:
+            self._refuseBeyondBuffer(len(payload), limit)
         self._sendFramedUnlimited(payload, *args, limited=True, **kwargs)
 
     def _sendFramedUnlimited(self, payload: bytes, *args: Any, limited: bool = False, **kwargs: Any) -> None:
