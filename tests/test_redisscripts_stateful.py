@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from tests.redisserver import Client, RedisServer, ReplyError, missing
 from txheartbeat.stores import _redisscripts as scripts
 
-META, OUT, CHANNEL = "txhb:{m}:meta", "txhb:{m}:out", "txhb:{m}:owner"
+META, OUT, IN, CHANNEL = "txhb:{m}:meta", "txhb:{m}:out", "txhb:{m}:in", "txhb:events"
 TTL, MAX_MESSAGES, MAX_BYTES = 60000, 4, 12
 OWNERS = st.sampled_from(["a", "b"])
 
@@ -26,7 +26,7 @@ server: Optional[RedisServer] = None
 def call(client: Client, script: str, *args: object) -> object:
     """Run a script; an error reply comes back as its code (FENCED, GAP...)."""
     try:
-        return client.call("EVAL", script, 2, META, OUT, *args)
+        return client.call("EVAL", script, 3, META, OUT, IN, *args)
     except ReplyError as error:
         return str(error).split()[0]
 
@@ -49,24 +49,24 @@ class TakeoverMachine(RuleBasedStateMachine):
     @rule(owner=OWNERS, size=st.integers(0, 5))
     def append(self, owner: str, size: int) -> None:
         """An owner numbers a message: only the current owner may, within the bounds."""
-        message = b"x" * size  # empty messages too: nothing may count them as -0 bytes
+        message = b"t" + b"x" * size  # empty messages too: nothing may count them as -0 bytes
         answer = call(self.client, scripts.APPEND, TTL, self.owners[owner], MAX_MESSAGES, MAX_BYTES, message)
         if self.owners[owner] != self.epoch:
             assert answer == "FENCED"
             return
         kept = self.sent[self.base :]
-        if len(kept) >= MAX_MESSAGES or sum(map(len, kept)) + len(message) > MAX_BYTES:
+        if len(kept) >= MAX_MESSAGES or sum(len(m) - 1 for m in kept) + len(message) - 1 > MAX_BYTES:
             assert answer == "FULL"
             return
         assert answer == len(self.sent)
-        self.sent.append(message)
+        self.sent.append(message)  # (stored with its kind byte)
 
     @rule(owner=OWNERS, data=st.data())
     def ack(self, owner: str, data: st.DataObject) -> None:
         """An owner records the client's ack and its own received count: refused unless it is the current owner."""
         acked = data.draw(st.integers(0, len(self.sent) + 1))
         received = data.draw(st.integers(max(self.received - 1, 0), self.received + 2))
-        answer = call(self.client, scripts.ACK, TTL, self.owners[owner], acked, received)
+        answer = call(self.client, scripts.RECORD, TTL, self.owners[owner], acked, received, received)
         if self.owners[owner] != self.epoch:
             assert answer == "FENCED"
         elif acked > len(self.sent) or received < self.received:
@@ -80,21 +80,21 @@ class TakeoverMachine(RuleBasedStateMachine):
     def takeover(self, owner: str, data: st.DataObject) -> None:
         """A client resumes on ``owner`` saying how many it received: replayed exactly the rest, or refused."""
         clientReceived = data.draw(st.integers(max(self.base - 1, 0), len(self.sent) + 1))
-        answer = call(self.client, scripts.CLAIM, TTL, clientReceived, CHANNEL)
+        answer = call(self.client, scripts.CLAIM, TTL, clientReceived, CHANNEL, "m")
         if clientReceived < self.base or clientReceived > len(self.sent):
             assert answer == "GAP"  # never a partial replay; nothing changed
             return
         self.epoch += 1
         self.owners[owner] = self.epoch
         self.base = clientReceived
-        assert answer == [self.epoch, self.received, *self.sent[self.base :]]
+        assert answer == [self.epoch, self.received, self.received, 0, *self.sent[self.base :]]
 
     @invariant()
     def storeMatchesTheModel(self) -> None:
         """What Redis keeps is exactly the model's session."""
         meta = self.client.call("HMGET", META, "epoch", "base", "sent", "bytes", "received")
         kept = self.sent[self.base :]
-        assert meta == [b"%d" % n for n in (self.epoch, self.base, len(self.sent), sum(map(len, kept)), self.received)]
+        assert meta == [b"%d" % n for n in (self.epoch, self.base, len(self.sent), sum(len(m) - 1 for m in kept), self.received)]
         assert self.client.call("LRANGE", OUT, 0, -1) == kept
 
 

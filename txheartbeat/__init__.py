@@ -18,6 +18,7 @@ from ._errors import (
     OpenTimeout,
     ProtocolError,
     SendQueueFull,
+    StoreUnavailable,
     TLSRequired,
 )
 from ._handler import HeartbeatHandler, HeartbeatStats
@@ -51,6 +52,7 @@ __all__ = [
     "SendQueueFull",
     "ServerSession",
     "ServerStats",
+    "StoreUnavailable",
     "TLSRequired",
     "clientTLSOptions",
     "connect",

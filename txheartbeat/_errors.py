@@ -115,3 +115,7 @@ class GaveUp(HeartbeatError):
     def __reduce__(self) -> Any:
         # (rebuilt from its parts: the default would pass the message as ``attempts``)
         return (type(self), (self.attempts, self.url, self.reason))
+
+
+class StoreUnavailable(HeartbeatError):
+    """A networked session store (Redis) cannot be reached: nothing could be made durable."""

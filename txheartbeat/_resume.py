@@ -163,6 +163,7 @@ class SessionStream:
         "ended",
         "written",
         "resent",
+        "durable",
     )
 
     def __init__(self, maxMessages: int, maxBytes: int) -> None:
@@ -181,6 +182,23 @@ class SessionStream:
         self.written = 0
         #: how many messages the last :meth:`replay` sent a second time (the rest of it went out for the first time)
         self.resent = 0
+        #: with a networked store: the received count known to be stored (what may be acknowledged); ``None`` otherwise
+        self.durable: Optional[int] = None
+
+    @classmethod
+    def restored(
+        cls, maxMessages: int, maxBytes: int, acked: int, received: int, messages: List[Tuple[bytes, bool]]
+    ) -> SessionStream:
+        """A stream taken over from a store: ``messages`` are the ones numbered from ``acked`` on, all written once."""
+        stream = cls(maxMessages, maxBytes)
+        stream.acked = acked
+        stream.sent = stream.written = acked + len(messages)
+        if messages:
+            stream._buffer = deque(messages)
+            stream._bytes = sum(len(payload) for payload, _ in messages)
+        stream.received = stream.ackSent = received
+        stream.durable = received
+        return stream
 
     @property
     def bufferedBytes(self) -> int:
@@ -247,7 +265,9 @@ class SessionStream:
         return self.received - self.ackSent >= ACK_EVERY or self._inBytes >= ACK_BYTES
 
     def ackValue(self) -> int:
-        """The count to acknowledge now (it is marked as told)."""
+        """The count to acknowledge now (it is marked as told); with a networked store, the stored count."""
+        if self.durable is not None:
+            return self.durable
         self.ackSent = self.received
         self._inBytes = 0
         return self.received
@@ -391,6 +411,11 @@ class ServerSession:
 
     def __repr__(self) -> str:  # never the token
         return f"<ServerSession {self.id} sent={self.stream.sent} received={self.stream.received}>"
+
+    @property
+    def address(self) -> str:
+        """Where :meth:`HeartbeatServerFactory.sendTo` reaches this session: the hex of its key (not the token)."""
+        return self.key.hex()
 
     @property
     def ended(self) -> bool:

@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._durable import DurableSession, DurableSessions, IDurableSessionStore, sendToMemory
 from ._errors import NotConnected, ProtocolError
 from ._handler import Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
@@ -29,6 +30,7 @@ from ._resume import (
     Offer,
     ServerSession,
     ServerSessions,
+    ackPayload,
     checkReplayBounds,
     parseHeader,
 )
@@ -65,6 +67,14 @@ class ServerStats:
     sessionsClosed: int = 0
     #: with ``resume``: resumes refused (unknown or expired session)
     resumesRefused: int = 0
+    #: with a networked store: sessions taken over by another process, lost because the
+    #: store refused or failed, released to the store when this server stopped; writes
+    #: the store could not take; client messages delivered flagged ``redelivered``
+    sessionsMoved: int = 0
+    sessionsLost: int = 0
+    sessionsReleased: int = 0
+    storeFailures: int = 0
+    redelivered: int = 0
 
 
 class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type: ignore[misc]
@@ -92,6 +102,9 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
     _offer: Optional[Tuple[ServerSession, bool, int]] = None
     #: the connection speaks the browser's session format (``txheartbeat.resume.1``, see ``_wire``)
     _framed = False
+    #: set during ``onMessage`` for a client message that may have been delivered before, by a
+    #: process that held the session and died before it could store that it had (networked stores)
+    redelivered = False
     _helloCall: Optional[IDelayedCall] = None
     HANDSHAKE_ONLY = (
         "http_headers",
@@ -163,12 +176,36 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
             self._framed = True
             super().succeedHandshake((SUBPROTOCOL, headers))
             return
+        if isinstance(sessions, DurableSessions):
+            # The store answers later (a claim or a new session); the request waits.
+            d = sessions.offerLater(offer)
+            d.addCallback(self._offered, subprotocol, headers, offer.received)
+            d.addErrback(self._offerFailed)
+            return
         # Answered from the counts as they are now; the session is attached at
         # open, in the same reactor turn, so nothing can change in between.
-        session, resumed, answer = sessions.offer(offer)
-        self._offer = (session, resumed, offer.received)
-        headers[RESUME_HEADER] = answer
+        self._offered(sessions.offer(offer), subprotocol, headers, offer.received)
+
+    def _offered(self, answer: Any, subprotocol: Any, headers: Any, received: int) -> None:
+        if answer is None:  # (the store cannot be reached: a plain connection; the client reports its session lost)
+            super().succeedHandshake((subprotocol, headers))
+            return
+        session, resumed, header = answer
+        if self.state == WebSocketProtocol.STATE_CLOSED:
+            sessions = self.factory._sessions
+            if isinstance(sessions, DurableSessions):
+                sessions.orphan(session)  # claimed for a client that left meanwhile: kept for the window
+            return
+        self._offer = (session, resumed, received)
+        headers[RESUME_HEADER] = header
         super().succeedHandshake((subprotocol, headers))
+
+    def _offerFailed(self, failure: Failure) -> None:
+        _log.failure("txheartbeat: answering a resume failed", failure)
+        if self.state == WebSocketProtocol.STATE_CONNECTING:
+            self.failHandshake("internal error", 500)
+        elif self.state == WebSocketProtocol.STATE_OPEN:
+            self._fail_connection(1011, "internal error")
 
     def _onOpen(self) -> None:
         HandshakeLog.restore(self)
@@ -191,6 +228,8 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         assert sessions is not None
         replay = sessions.attach(self, session, resumed, clientReceived)
         self.session = session
+        if type(session) is DurableSession and not self._framed:
+            self.__dict__["_onMessage"] = self._onDurableMessage
         if resumed:
             self.resumed = True
         self.useSession(session.stream)
@@ -217,11 +256,82 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         self._wireError("no hello within pongTimeout")
 
     def _checkSends(self) -> None:
+        mine = self.__dict__
+        if self._stream is not None and type(self.session) is DurableSession:
+            mine["sendMessage"] = self._sendDurable
+            mine["sendUnlimited"] = self._sendDurableUnlimited
+            return
         if not self._framed:
+            mine.pop("sendUnlimited", None)
             super()._checkSends()
             return
-        self.sendMessage = self._sendFramedMessage  # type: ignore[method-assign]
-        self.sendUnlimited = self._sendFramedUnlimited  # type: ignore[method-assign]
+        mine["sendMessage"] = self._sendFramedMessage
+        mine["sendUnlimited"] = self._sendFramedUnlimited
+
+    # A session in a networked store (see _durable): stored, then sent -----------
+
+    def _sendDurable(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
+        limit = self.maxBuffered
+        if limit is not None:
+            self._refuseBeyondBuffer(len(payload), limit)
+        self._submit(payload, bool(args[0] if args else kwargs.get("isBinary", False)), True)
+
+    def _sendDurableUnlimited(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
+        self._submit(payload, bool(args[0] if args else kwargs.get("isBinary", False)), False)
+
+    def _submit(self, payload: bytes, isBinary: bool, limited: bool) -> None:
+        session = self.session
+        if type(session) is not DurableSession:
+            raise NotConnected("no session on this connection (taken over): not sent")
+        session.submit(payload, isBinary, limited)
+
+    def _onDurableMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        if type(session) is DurableSession:
+            session.inbound(self, payload, isBinary)
+
+    def deliver(self, payload: bytes, isBinary: bool) -> None:
+        """Give a client message of the session to the application (``onMessage``)."""
+        super()._onMessage(payload, isBinary)
+
+    def sendAck(self, received: int) -> None:
+        """Tell the client that ``received`` of its messages are delivered (and stored)."""
+        if self._framed:
+            self._sendControl(ack(received))
+        elif self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendPong(ackPayload(received))
+
+    def acknowledge(self, stream: Any) -> None:
+        """Acknowledge what was received: at once, or once stored with a networked store."""
+        session = self.session
+        if type(session) is DurableSession:
+            session.record(self)
+        else:
+            self.sendAck(stream.ackValue())
+
+    def _acknowledged(self, count: Optional[int]) -> None:
+        stream = self._stream
+        acked = stream.acked if stream is not None else 0
+        super()._acknowledged(count)
+        session = self.session
+        if type(session) is DurableSession and stream is not None and stream.acked != acked:
+            session.record(None)  # the store drops what the client has (its bounds follow this side's)
+
+    def letGo(self) -> None:
+        """The session moved to another connection or process: nothing more from this one counts."""
+        self.session = None
+        self.superseded = True
+        if not self._framed:
+            self.__dict__.pop("_onMessage", None)
+        self.useSession(None)
+        self.abort()
+
+    def sessionLost(self) -> None:
+        """The store lost the session: close (1011) so that the client comes back and learns it."""
+        self.session = None
+        self.useSession(None)
+        if self.isOpen:
+            self.closeGracefully(1011, "session lost: the session store failed")
 
     def _sendFramedMessage(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
         limit = self.maxBuffered
@@ -259,7 +369,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         # A browser cannot see a ping's payload: what was received goes in an ack first.
         stream = self._stream
         if stream is not None and stream.received != stream.ackSent:
-            self._sendControl(ack(stream.ackValue()))
+            self.acknowledge(stream)
         HeartbeatMixin._sendHeartbeat(self)
 
     def _onFramedMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -267,6 +377,10 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         stream = self._stream
         if kind == DATA and stream is not None:
             data = payload[1:]
+            session = self.session
+            if type(session) is DurableSession:
+                session.inbound(self, data, isBinary)
+                return
             # Counted first: an onMessage that raises still received it (else a resume would repeat it).
             due = stream.delivered(len(data))
             try:
@@ -302,7 +416,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         elif message.type == "ping":
             if message.received is not None:
                 self._acknowledged(message.received)
-            self._sendControl(pong(stream.ackValue()))
+            self._sendControl(pong(stream.ackValue()))  # (with a networked store: the stored count)
         # other types: from a later version of the format, ignored
 
     def _hello(self, message: Control) -> None:
@@ -313,7 +427,22 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         sessions = self.factory._sessions
         assert sessions is not None
         received = message.received or 0
-        session, resumed, header = sessions.offer(Offer(message.session, received, False))
+        offer = Offer(message.session, received, False)
+        if isinstance(sessions, DurableSessions):
+            sessions.offerLater(offer).addCallback(self._welcome, received).addErrback(self._offerFailed)
+            return
+        self._welcome(sessions.offer(offer), received)
+
+    def _welcome(self, answered: Any, received: int) -> None:
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            sessions = self.factory._sessions
+            if answered is not None and isinstance(sessions, DurableSessions):
+                sessions.orphan(answered[0])
+            return
+        if answered is None:  # the store cannot be reached: the page tries again later
+            self._fail_connection(1013, "the session store is unavailable: try again later")
+            return
+        session, resumed, header = answered
         answer = parseHeader(header)
         assert answer is not None and answer.token is not None
         self._sendControl(welcome(answer.token, answer.received, resumed))
@@ -459,8 +588,11 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         acknowledges them; :meth:`ServerSession.send` and the connection's
         ``sendMessage`` raise :class:`txheartbeat.SendQueueFull` past it.
     :param replayBufferBytes: the same bound in payload bytes.
-    :param sessionStore: where sessions are kept (an
-        :class:`txheartbeat.ISessionStore`; default: in this process).
+    :param sessionStore: where sessions are kept: an
+        :class:`txheartbeat.ISessionStore` (default: a
+        :class:`~txheartbeat.MemorySessionStore`, in this process), or a
+        networked store that outlives the process and is shared by workers
+        (``txheartbeat.stores.RedisSessionStore``; see ``docs/sessions.md``).
     :param reactor: reactor and clock for every timer.
     :param options: Autobahn factory arguments (``protocols``, ``server``,
         ``headers``, ``externalPort``) or protocol options.
@@ -502,8 +634,11 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         )
         checkInterval("resumeWindow", resumeWindow, allowNone=False)
         checkReplayBounds(replayBufferSize, replayBufferBytes)
-        if sessionStore is not None and not ISessionStore.providedBy(sessionStore):
-            raise ValueError(f"sessionStore must provide ISessionStore, got {sessionStore!r}")
+        durable = IDurableSessionStore.providedBy(sessionStore)
+        if sessionStore is not None and not durable and not ISessionStore.providedBy(sessionStore):
+            raise ValueError(f"sessionStore must provide ISessionStore or IDurableSessionStore, got {sessionStore!r}")
+        if durable and not resume:
+            raise ValueError("sessionStore keeps resumable sessions: it needs resume=True")
         checkInterval("pingInterval", pingInterval)
         checkInterval("pongTimeout", pongTimeout)
         checkInterval("leaveTimeout", leaveTimeout, allowNone=False)
@@ -554,8 +689,12 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         #: session counters (with ``resume``): started, resumed, expired, closed by the client, resumes refused
         self.createdSessions = self.resumedSessions = self.expiredSessions = 0
         self.closedSessions = self.refusedResumes = 0
+        #: networked store counters (see :class:`ServerStats`)
+        self.movedSessions = self.lostSessions = self.releasedSessions = 0
+        self.storeFailures = self.redeliveredMessages = 0
         if resume:
-            self._sessions = ServerSessions(self, resumeWindow, replayBufferSize, replayBufferBytes, sessionStore)
+            kind = DurableSessions if durable else ServerSessions
+            self._sessions = kind(self, resumeWindow, replayBufferSize, replayBufferBytes, sessionStore)
 
     @property
     def stats(self) -> ServerStats:
@@ -572,6 +711,11 @@ class HeartbeatServerFactory(WebSocketServerFactory):
             sessionsExpired=self.expiredSessions,
             sessionsClosed=self.closedSessions,
             resumesRefused=self.refusedResumes,
+            sessionsMoved=self.movedSessions,
+            sessionsLost=self.lostSessions,
+            sessionsReleased=self.releasedSessions,
+            storeFailures=self.storeFailures,
+            redelivered=self.redeliveredMessages,
         )
 
     @staticmethod
@@ -621,9 +765,36 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         return any(p.match(text.lower()) for p in patterns for text in texts)
 
     @property
-    def sessionStore(self) -> Optional[ISessionStore]:
+    def sessionStore(self) -> Any:
         """Where the sessions are kept (``None`` without ``resume``)."""
-        return self._sessions.store if self._sessions is not None else None
+        sessions = self._sessions
+        if sessions is None:
+            return None
+        return sessions.durable if isinstance(sessions, DurableSessions) else sessions.store
+
+    def sendTo(self, address: str, message: Message) -> Deferred[None]:
+        """
+        Send ``message`` to the session at ``address`` (its
+        :attr:`ServerSession.address`), wherever its client is: on a
+        connection of this process, of another worker sharing the store, or
+        between connections.  It arrives once, in order with the session's
+        other messages.
+
+        With the in-process store the session must be in this process.
+
+        :returns: a Deferred that fires once the message is kept (stored);
+            it fails with :class:`~txheartbeat.NotConnected` if there is no
+            such session (ended or expired), :class:`~txheartbeat.SendQueueFull`
+            past the session's bounds, :class:`~txheartbeat.StoreUnavailable`
+            if the store cannot be reached.
+        :raises ValueError: for an address that is not one.
+        """
+        sessions = self._sessions
+        if sessions is None:
+            raise NotConnected("this server has no sessions (resume=False)")
+        if isinstance(sessions, DurableSessions):
+            return sessions.sendTo(address, message)
+        return sendToMemory(sessions, address, message)
 
     # Session hooks (with ``resume``): override in a subclass ---------------------
 
@@ -647,6 +818,15 @@ class HeartbeatServerFactory(WebSocketServerFactory):
     def onSessionClosed(self, session: ServerSession) -> None:
         """The client ended ``session`` for good (a close handshake it began)."""
 
+    def onSessionMoved(self, session: ServerSession) -> None:
+        """
+        Another process took ``session`` over (its client resumed there; a
+        networked store only): this process no longer serves it and its
+        connection here is closed.  ``session.unsent`` are messages given to
+        it here that the store refused once it had moved: resend them with
+        :meth:`sendTo` if they must arrive.
+        """
+
     def _sessionEvent(self, hook: str, session: ServerSession) -> None:
         try:
             getattr(self, hook)(session)
@@ -657,13 +837,16 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         """The server listens (again): sessions are kept for ``resumeWindow`` after a drop."""
         if self._sessions is not None:
             self._sessions.stopped = False
+            if isinstance(self._sessions, DurableSessions):
+                self._sessions.durable.ensureStarted()
         super().startFactory()
 
     def stopFactory(self) -> None:
         """
         The server stopped listening: sessions waiting for their client expire
         now (``onSessionExpired``); those on open connections expire when the
-        connection ends.
+        connection ends.  With a networked store they are released instead:
+        kept in the store for ``resumeWindow``, for the next process.
         """
         if self._sessions is not None:
             self._sessions.stop()
