@@ -87,7 +87,7 @@ class IDurableSessionStore(Interface):
     A store that keeps sessions outside the process (see ``txheartbeat.stores``).
     Every method answers with a Deferred; a refusal fails it with
     :class:`StoreRefused`, an unreachable store with
-    :class:`~txheartbeat.StoreUnavailable`.
+    :class:`txheartbeat.StoreUnavailable`.
     """
 
     def start() -> Deferred[None]:

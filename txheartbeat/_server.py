@@ -590,7 +590,7 @@ class HeartbeatServerFactory(WebSocketServerFactory):
     :param replayBufferBytes: the same bound in payload bytes.
     :param sessionStore: where sessions are kept: an
         :class:`txheartbeat.ISessionStore` (default: a
-        :class:`~txheartbeat.MemorySessionStore`, in this process), or a
+        :class:`txheartbeat.MemorySessionStore`, in this process), or a
         networked store that outlives the process and is shared by workers
         (``txheartbeat.stores.RedisSessionStore``; see ``docs/sessions.md``).
     :param reactor: reactor and clock for every timer.
@@ -783,9 +783,9 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         With the in-process store the session must be in this process.
 
         :returns: a Deferred that fires once the message is kept (stored);
-            it fails with :class:`~txheartbeat.NotConnected` if there is no
-            such session (ended or expired), :class:`~txheartbeat.SendQueueFull`
-            past the session's bounds, :class:`~txheartbeat.StoreUnavailable`
+            it fails with :class:`txheartbeat.NotConnected` if there is no
+            such session (ended or expired), :class:`txheartbeat.SendQueueFull`
+            past the session's bounds, :class:`txheartbeat.StoreUnavailable`
             if the store cannot be reached.
         :raises ValueError: for an address that is not one.
         """

@@ -10,7 +10,7 @@ store needs five commands and pub/sub; this is them, on the injected
 reactor, through an endpoint (``ClientService`` reconnects).
 
 A command sent while there is no connection fails at once with
-:class:`~txheartbeat.StoreUnavailable` (never queued for later: a session
+:class:`txheartbeat.StoreUnavailable` (never queued for later: a session
 must learn now that it cannot be made durable), and so does every command
 still waiting for its reply when the connection is lost.
 """

@@ -62,7 +62,7 @@ class RedisSessionStore:
     answered in the order they were made), one subscribed to the channel
     that announces takeovers and messages sent from other processes.  Both
     reconnect by themselves; while the command connection is down every
-    write fails at once with :class:`~txheartbeat.StoreUnavailable`.
+    write fails at once with :class:`txheartbeat.StoreUnavailable`.
     """
 
     def __init__(self, url: str, *, reactor: Any = None) -> None:
@@ -89,7 +89,7 @@ class RedisSessionStore:
     def start(self) -> Deferred[None]:
         """
         Connect both connections; fires once they are ready, or fails with
-        :class:`~txheartbeat.StoreUnavailable` (saying where, never the
+        :class:`txheartbeat.StoreUnavailable` (saying where, never the
         password) if the first attempt fails.  Afterwards they reconnect by
         themselves.
         """
