@@ -188,6 +188,21 @@ def buildParser() -> argparse.ArgumentParser:
         "then any intermediates; needs --tls-key",
     )
     s.add_argument("--tls-key", default=None, metavar="FILE", help="the certificate's unencrypted PEM private key")
+    s.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="run N worker processes on the one port (restarted if they exit; SIGHUP restarts them one by one)",
+    )
+    s.add_argument(
+        "--session-store",
+        default=None,
+        metavar="URL",
+        help="with --resume, keep sessions in Redis (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]): they survive a "
+        "restart or a crash, and every worker can resume any session",
+    )
+    s.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # (set by the supervisor)
     return parser
 
 
@@ -197,6 +212,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "serve" and args.resume_window is not None and not args.resume:
         parser.error("--resume-window needs --resume")
+    if args.command == "serve":
+        _checkWorkers(parser, args)
     if args.command == "serve" and args.metrics_port is not None:
         try:
             import txheartbeat.metrics  # noqa: F401
@@ -236,8 +253,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         react(lambda reactor: ensureDeferred(demo(reactor, sys.stdout)))
     elif args.command == "connect":
         react(lambda reactor: _connect(reactor, args))
+    elif args.workers > 1 and not args.worker:
+        serveArgs = list(argv if argv is not None else sys.argv[1:])
+        react(lambda reactor: _supervise(reactor, args, serveArgs))
     else:
-        react(lambda reactor: _serve(reactor, args))
+        react(lambda reactor: ensureDeferred(_serve(reactor, args)))
 
 
 # connect -----------------------------------------------------------------------
@@ -462,8 +482,11 @@ def _connect(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
 # serve -------------------------------------------------------------------------
 
 
+_PREFIX = ""  # "[worker N] " in a worker
+
+
 def _say(text: str) -> None:
-    sys.stderr.write(f"* {text}\n")
+    sys.stderr.write(f"* {_PREFIX}{text}\n")
     sys.stderr.flush()
 
 
@@ -506,6 +529,9 @@ class _EchoFactory(StatusServerFactory):
     def onSessionClosed(self, session: ServerSession) -> None:
         _say(f"session {session.id} closed by the client")
 
+    def onSessionMoved(self, session: ServerSession) -> None:
+        _say(f"session {session.id} taken over by another process")
+
 
 def _peerOf(session: ServerSession) -> str:
     protocol = session.protocol  # (set: the hooks that use it run while a connection opens)
@@ -516,19 +542,53 @@ def _hostPort(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _serve(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
+def _checkWorkers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.session_store is not None:
+        if not args.resume:
+            parser.error("--session-store needs --resume (it keeps resumable sessions)")
+        from .stores._redisurl import parseRedisURL
+
+        try:
+            parseRedisURL(args.session_store)
+        except ValueError as e:
+            parser.error(str(e))
+    if args.workers > 1 and args.metrics_port is not None:
+        parser.error("--metrics-port serves one process: run it without --workers, or scrape each worker's factory")
+
+
+async def _serve(reactor: Any, args: argparse.Namespace) -> None:
+    global _PREFIX
+    if args.worker:
+        _PREFIX = f"[worker {args.worker}] "
     window = args.resume_window if args.resume_window is not None else RESUME_WINDOW
     ws, http = ("wss", "https") if args.tls is not None else ("ws", "http")
+    store = None
+    if args.session_store is not None:
+        from ._errors import StoreUnavailable
+        from .stores import RedisSessionStore
+
+        store = RedisSessionStore(args.session_store, reactor=reactor)
+        try:
+            await store.start()
+        except StoreUnavailable as e:
+            await store.stop()
+            sys.stderr.write(f"txheartbeat: error: {e}\n")
+            raise SystemExit(1) from None
     factory = _EchoFactory(
         f"{ws}://{_hostPort(args.host, args.port)}" if args.port else None,  # (Autobahn refuses port 0 in a URL)
         pingInterval=args.ping_interval,
         pongTimeout=args.pong_timeout,
         resume=args.resume,
         resumeWindow=window,
+        sessionStore=store,
         allowedOrigins=args.allowed_origin,
         reactor=reactor,
     )
-    if args.tls is not None:
+    if args.worker:
+        from ._workers import adopt
+
+        port = adopt(reactor, factory, args.host, args.tls)
+    elif args.tls is not None:
         port = _listen(
             lambda: reactor.listenSSL(args.port, factory, args.tls, interface=args.host), args.host, args.port
         )
@@ -536,6 +596,8 @@ def _serve(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
         port = _listen(lambda: reactor.listenTCP(args.port, factory, interface=args.host), args.host, args.port)
     where = _hostPort(args.host, port.getHost().port)
     resume = f"; resume: sessions kept {window:g} s" if args.resume else ""
+    if store is not None:
+        resume += f" in {store.address.redacted}"
     origins = "any, null included" if args.allowed_origin is None else ", ".join(args.allowed_origin) + " only"
     _say(
         f"serving {ws}://{where}/ (echo; answers 'heartbeat'; "
@@ -558,12 +620,52 @@ def _serve(reactor: Any, args: argparse.Namespace) -> Deferred[None]:
     factory.statusFeed.start()
 
     def stopping() -> Deferred[Any]:
-        # A planned stop (SIGTERM, SIGINT) closes clients with 1012 so they spread their reconnects.
-        return DeferredList([factory.statusFeed.stop(), factory.restart(args.restart_window)])
+        # A planned stop (SIGTERM, SIGINT) closes clients with 1012 so they spread their reconnects
+        # (with a session store: each session handed over to the store first).
+        d = DeferredList([factory.statusFeed.stop(), factory.restart(args.restart_window)])
+        if store is not None:
+            d.addBoth(lambda _: store.stop())
+        return d
 
     reactor.addSystemEventTrigger("before", "shutdown", stopping)
+    if args.worker:
+        from ._workers import tellReady
+
+        tellReady()
+    forever: Deferred[None] = Deferred()
+    await forever
+
+
+def _supervise(reactor: Any, args: argparse.Namespace, serveArgs: List[str]) -> Deferred[None]:
+    import signal
+
+    from ._workers import Supervisor, listenShared
+
+    try:
+        sock = listenShared(args.host, args.port)
+    except OSError as e:
+        sys.stderr.write(f"txheartbeat: error: cannot listen on {_hostPort(args.host, args.port)}: {e}\n")
+        raise SystemExit(1) from None
+    port = sock.getsockname()[1]
+    ws = "wss" if args.tls is not None else "ws"
+    # The workers get the port the supervisor bound (also when it was 0).
+    serveArgs = [*serveArgs, "--port", str(port)]
+    supervisor = Supervisor(reactor, args.workers, sock, serveArgs, _say)
+    store = f"; sessions in {_redacted(args.session_store)}" if args.session_store else ""
+    if args.resume and args.session_store is None:
+        _say("warning: sessions are per worker: a client back on another worker loses its session (--session-store)")
+    _say(f"serving {ws}://{_hostPort(args.host, port)}/ with {args.workers} workers{store}")
+    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stop)
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(supervisor.rollingRestart))
+    supervisor.start().addCallback(lambda _: _say(f"all {args.workers} workers ready"))
     forever: Deferred[None] = Deferred()
     return forever
+
+
+def _redacted(url: str) -> str:
+    from .stores._redisurl import parseRedisURL
+
+    return parseRedisURL(url).redacted
 
 
 def _listen(listen: Callable[[], Any], host: str, port: int, what: str = "") -> Any:

@@ -494,6 +494,17 @@ class DurableSessions(ServerSessions):
             if protocol is not None:
                 protocol.letGo()
 
+    def handOver(self, session: ServerSession) -> Deferred[None]:
+        """
+        Before a planned close (``restart``): store the session's final
+        counts once every write made for it is answered (the store answers in
+        order), then stop serving it here, so that the client's next
+        connection, to any process, finds it whole.
+        """
+        if not isinstance(session, DurableSession) or session.gone:
+            return succeed(None)
+        return session._write(session.seen).addCallback(lambda _: self._release(session) if not session.gone else None)
+
     def stop(self) -> None:
         """The server stopped listening: sessions waiting for their client are released to the store (not expired)."""
         self.stopped = True

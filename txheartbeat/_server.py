@@ -869,10 +869,19 @@ class HeartbeatServerFactory(WebSocketServerFactory):
         hint = f"retry-window={window:g}"
         text = f"{hint}; {reason}".encode()[:123].decode("utf-8", "ignore")  # the hint first: never cut
         closing = [client for client in list(self.clients) if client.isOpen]
+        sessions = self._sessions
         for client in closing:
-            client.closeGracefully(1012, text)
+            if isinstance(sessions, DurableSessions) and client.session is not None:
+                # Handed over to the store first: the client may come back to another process at once.
+                sessions.handOver(client.session).addBoth(self._closeForRestart, client, text)
+            else:
+                client.closeGracefully(1012, text)
         _log.info("txheartbeat: restart: {n} client(s) asked to reconnect within {w:g} s", n=len(closing), w=window)
         return DeferredList([client.whenGone() for client in closing]).addCallback(lambda _: None)
+
+    @staticmethod
+    def _closeForRestart(_: object, client: HeartbeatServerProtocol, text: str) -> None:
+        client.closeGracefully(1012, text)
 
     def overloaded(self, retryAfter: Optional[float] = 30.0) -> None:
         """

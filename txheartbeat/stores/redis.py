@@ -101,7 +101,14 @@ class RedisSessionStore:
                 if not ok:
                     raise StoreUnavailable(f"cannot use Redis at {self.address.redacted}: {result.getErrorMessage()}")
 
-        return DeferredList(ready, consumeErrors=True).addCallback(done)
+        # Answered on a later turn: the callbacks may stop the store, which the
+        # connection service refuses to do from inside its own transition.
+        return DeferredList(ready, consumeErrors=True).addCallback(done).addBoth(self._later)
+
+    def _later(self, result: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.reactor.callLater(0, d.callback, None)
+        return d.addCallback(lambda _: result)
 
     def ensureStarted(self) -> None:
         """Start connecting (once)."""
