@@ -153,8 +153,13 @@ class DurableSession(ServerSession):
 
     @property
     def unacked(self) -> List[Message]:
-        """What the client has not acknowledged, oldest first (messages not yet stored included)."""
-        return self.stream.unacked() + [p if b else p.decode("utf-8") for p, b in self._inflight]
+        """
+        What the client has not acknowledged, oldest first: messages not yet
+        stored included, and, once the session is lost, the ones the store
+        refused.
+        """
+        pending = [p if b else p.decode("utf-8") for p, b in self._inflight]
+        return self.stream.unacked() + pending + (self.unsent if self.stream.ended else [])
 
     def send(self, data: Message) -> None:
         """

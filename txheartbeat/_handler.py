@@ -308,6 +308,22 @@ class HeartbeatHandler:
         stream = factory._resume.stream if factory is not None and factory._resume is not None else None
         return stream.unacked() if stream is not None else []
 
+    @property
+    def sessionAddress(self) -> Optional[str]:
+        """
+        With ``resume``: the address of this client's session on the server
+        (its ``ServerSession.address``, the hex of the token's SHA-256, not
+        the token), where a backend reaches it with ``sendTo``; ``None``
+        before the first open or without a session.
+        """
+        factory = self.factory
+        token = factory._resume.token if factory is not None and factory._resume is not None else None
+        if token is None:
+            return None
+        from ._resume import tokenKey
+
+        return tokenKey(token).hex()
+
     def close(self, code: int = 1000, reason: Optional[str] = None) -> List[Message]:
         """
         Close for good, whatever the state; nothing reconnects afterwards.

@@ -173,6 +173,18 @@ class RespProtocol(Protocol):
         return d
 
 
+class _RespFactory(Factory):
+    # (the push handler is set here: ClientService hands out a proxy of the protocol)
+    def __init__(self, onPush: Optional[Callable[[List[Reply]], None]]) -> None:
+        self.onPush = onPush
+
+    def buildProtocol(self, addr: Any) -> RespProtocol:
+        protocol = RespProtocol()
+        protocol.factory = self
+        protocol.onPush = self.onPush
+        return protocol
+
+
 class RedisLink:
     """
     A connection to one Redis server kept up by a ``ClientService`` on the
@@ -194,14 +206,13 @@ class RedisLink:
     ) -> None:
         self.address = address
         self._prepare = prepare
-        self._onPush = onPush
         self.name = name
         self.protocol: Optional[RespProtocol] = None
         #: how many times a connection was made ready (1 at start; more after Redis came back)
         self.connections = 0
         self._downSince: Optional[float] = None
         self._reactor = reactor
-        factory = Factory.forProtocol(RespProtocol)
+        factory = _RespFactory(onPush)
         endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=5)
         self._service = ClientService(
             endpoint,
@@ -223,7 +234,6 @@ class RedisLink:
         return self._service.whenConnected(failAfterFailures=failAfterFailures)  # type: ignore[return-value]
 
     def _ready(self, protocol: RespProtocol) -> Deferred[None]:
-        protocol.onPush = self._onPush
         d: Deferred[Any] = Deferred()
         d.callback(None)
         address = self.address
