@@ -11,7 +11,7 @@ processes (tests/test_workers.py runs real ones and kills them).
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Tuple
 
 import pytest
 import pytest_twisted
