@@ -94,7 +94,9 @@ class TakeoverMachine(RuleBasedStateMachine):
         """What Redis keeps is exactly the model's session."""
         meta = self.client.call("HMGET", META, "epoch", "base", "sent", "bytes", "received")
         kept = self.sent[self.base :]
-        assert meta == [b"%d" % n for n in (self.epoch, self.base, len(self.sent), sum(len(m) - 1 for m in kept), self.received)]
+        assert meta == [
+            b"%d" % n for n in (self.epoch, self.base, len(self.sent), sum(len(m) - 1 for m in kept), self.received)
+        ]
         assert self.client.call("LRANGE", OUT, 0, -1) == kept
 
 

@@ -497,6 +497,8 @@ class _EchoServer(StatusServerProtocol):
         _say(f"{self.peer}: open")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.redelivered:  # (the echo goes out again: a process that died may have sent it already)
+            _say(f"{self.peer}: a message delivered again, flagged: the process before may have echoed it")
         self.sendMessage(payload, isBinary)
 
     def onPeerDead(self, failure: Failure) -> None:
