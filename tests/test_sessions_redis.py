@@ -98,8 +98,8 @@ class Processes:
         self.ports: List[Any] = []
         self.number = 0
 
-    async def start(self, **options: Any) -> Server:
-        store = RedisSessionStore(self.redis.url, reactor=_reactor)
+    async def start(self, durability: str = "write", **options: Any) -> Server:
+        store = RedisSessionStore(self.redis.url, durability=durability, reactor=_reactor)
         self.stores.append(store)
         await store.start()
         server = Server(store, **options)
@@ -332,3 +332,82 @@ async def test_send_to_a_missing_or_full_session_fails_clearly(processes: Proces
     assert client.got == [f"p{i}" for i in range(64)]
     client.close()
     await proxy.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_batched_durability_writes_less_and_flags_what_a_crash_repeats(processes: Processes) -> None:
+    """With durability="batched" a crash loses nothing either: the messages the dead owner may have delivered come again, all flagged; it takes fewer store writes."""
+    a = await processes.start(durability="batched")
+    client = Client()
+    await opened(connect(processes.url, client, resume=True, reactor=_reactor, pingInterval=60, **FAST))
+    commands = processes.stores[-1].commands
+    for i in range(10):
+        client.send(f"c{i}")
+    await until(lambda: len(a.got) == 10, lambda: str(a.got))
+    batchedWrites = processes.stores[-1].commands - commands
+    assert batchedWrites <= 2  # one lease for the lot (write-through: one before and one after each batch)
+    await processes.crash(a)
+    b = await processes.start(durability="batched")
+    client.send("c10")
+    await until(lambda: b.got and b.got[-1][0] == "c10", lambda: str(b.got))
+    assert [m for m, _ in b.got] == [f"c{i}" for i in range(11)] and all(flag for _, flag in b.got)
+    assert client.lost == []
+    client.close()
+
+
+def test_durability_is_checked() -> None:
+    """An unknown durability is refused at construction, naming the choices."""
+    with pytest.raises(ValueError, match="'write', 'batched'"):
+        RedisSessionStore("redis://127.0.0.1/0", durability="fast")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_browser_session_outlives_its_process(processes: Processes) -> None:
+    """A page speaking txheartbeat.resume.1 resumes on a new process: replayed once, its own messages delivered once, acknowledged only once stored."""
+    from autobahn.twisted.websocket import WebSocketClientFactory, connectWS
+
+    from txheartbeat._wire import PLAIN_SUBPROTOCOL, SUBPROTOCOL
+
+    from .test_wire import Page
+
+    opens: List[Page] = []
+
+    class Opened(Page):
+        def onOpen(self) -> None:
+            super().onOpen()
+            opens.append(self)
+
+    def page() -> Any:
+        factory = WebSocketClientFactory(processes.url, protocols=[SUBPROTOCOL, PLAIN_SUBPROTOCOL], reactor=_reactor)
+        factory.protocol = Opened
+        return connectWS(factory)
+
+    a = await processes.start()
+    page()
+    await until(lambda: opens, lambda: "open")
+    first = opens[0]
+    first.hello()
+    await until(lambda: first.controls(), lambda: "welcome")
+    welcome = first.controls()[0]
+    assert welcome["type"] == "welcome" and welcome["resumed"] is False
+    for i in range(3):
+        first.say(f"p{i}")
+    await until(lambda: len(a.got) == 3, lambda: str(a.got))
+    await until(lambda: any(c["type"] == "ack" for c in first.controls()), lambda: str(first.controls()))
+    assert [c["received"] for c in first.controls() if c["type"] == "ack"][-1] == 3
+    a.sessions[0].send("s0")
+    await until(lambda: first.messages() == ["s0"], lambda: str(first.got))
+    await processes.crash(a)
+    await until(lambda: first.closed is not None, lambda: "the drop")
+    b = await processes.start()
+    await processes.stores[-1].sendTo(a.sessions[0].address, "s1")
+    page()
+    await until(lambda: len(opens) == 2, lambda: "second open")
+    second = opens[1]
+    second.hello(session=welcome["session"], received=1)
+    await until(lambda: second.controls(), lambda: "welcome")
+    assert second.controls()[0]["resumed"] is True and second.controls()[0]["received"] == 3
+    second.say("p3")
+    await until(lambda: len(b.got) == 1 and second.messages() == ["s1"], lambda: f"{b.got} {second.got}")
+    assert a.got == [("p0", False), ("p1", False), ("p2", False)] and b.got == [("p3", False)]
+    second.sendClose(1000)

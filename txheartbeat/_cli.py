@@ -202,6 +202,13 @@ def buildParser() -> argparse.ArgumentParser:
         help="with --resume, keep sessions in Redis (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]): they survive a "
         "restart or a crash, and every worker can resume any session",
     )
+    s.add_argument(
+        "--durability",
+        choices=("write", "batched"),
+        default="write",
+        help="with --session-store: store client messages' progress at every batch (write, the default) or every "
+        "32 messages (batched: fewer writes; after a kill -9 more messages come again, flagged); see docs/sessions.md",
+    )
     s.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # (set by the supervisor)
     return parser
 
@@ -548,6 +555,8 @@ def _checkWorkers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if args.session_store is not None:
         if not args.resume:
             parser.error("--session-store needs --resume (it keeps resumable sessions)")
+    elif args.durability != "write":
+        parser.error("--durability needs --session-store")
         from .stores._redisurl import parseRedisURL
 
         try:
@@ -569,7 +578,7 @@ async def _serve(reactor: Any, args: argparse.Namespace) -> None:
         from ._errors import StoreUnavailable
         from .stores import RedisSessionStore
 
-        store = RedisSessionStore(args.session_store, reactor=reactor)
+        store = RedisSessionStore(args.session_store, durability=args.durability, reactor=reactor)
         try:
             await store.start()
         except StoreUnavailable as e:

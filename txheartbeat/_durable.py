@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from ._errors import NotConnected, SendQueueFull, StoreUnavailable
 from ._handler import Message, encodeMessage
@@ -89,6 +89,11 @@ class IDurableSessionStore(Interface):
     :class:`StoreRefused`, an unreachable store with
     :class:`txheartbeat.StoreUnavailable`.
     """
+
+    lead = Attribute(
+        "How many client messages delivery may run ahead of what the store knows"
+        " (0: stored before each batch is delivered, and after it: exact redelivery flags)"
+    )
 
     def start() -> Deferred[None]:
         """Connect; fails with ``StoreUnavailable`` (saying where, never the password) if it cannot."""
@@ -264,7 +269,7 @@ class DurableSession(ServerSession):
         if self._leasing or self.gone:
             return
         self._leasing = True
-        target = self.stream.received + len(self._held)
+        target = self.stream.received + len(self._held) + self.sessions.durable.lead
         self._write(target).addCallback(self._extended, protocol, target)
 
     def _extended(self, ok: bool, protocol: HeartbeatServerProtocol, target: int) -> None:
@@ -277,7 +282,8 @@ class DurableSession(ServerSession):
         before = stream.received
         while held and stream.received < self.seen and protocol.session is self:
             self._deliver(protocol, *held.popleft())
-        if stream.received != before and stream.ackSent != stream.received and protocol.session is self:
+        exact = not self.sessions.durable.lead
+        if exact and stream.received != before and stream.ackSent != stream.received and protocol.session is self:
             self.record(protocol)  # the batch is delivered: store how far, then acknowledge it
         if held:
             if protocol.session is self:

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from .._durable import Claimed, IDurableSessionStore, StoreRefused
 from .._errors import NotConnected, SendQueueFull, StoreUnavailable
+from .._resume import ACK_EVERY
 from ._redisscripts import SCRIPTS
 from ._redisurl import parseRedisURL
 from ._resp import RedisLink, ReplyError, RespProtocol
@@ -33,6 +34,8 @@ _log = Logger(namespace="txheartbeat")
 #: the channel takeovers and pushes are announced on (one subscription per process)
 CHANNEL = "txhb:events"
 _KIND = {b"t": False, b"b": True}
+#: durability -> how far delivery may run ahead of the store (messages)
+DURABILITY = {"write": 0, "batched": ACK_EVERY}
 
 
 def _keys(key: bytes) -> Tuple[str, str, str]:
@@ -55,6 +58,15 @@ class RedisSessionStore:
 
     :param url: ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``; the
         password is used to log in and never shown (logs, errors, ``repr``).
+    :param durability: ``"write"`` (the default): client messages are
+        stored as received after each batch, before they are acknowledged,
+        and the store learns how far delivery may go before each batch is
+        delivered: after a ``kill -9`` only the messages of the batch being
+        delivered come again, flagged.  ``"batched"``: both are stored every
+        32 messages (or 32 KiB, or at the client's heartbeat): fewer writes,
+        and after a ``kill -9`` up to 32 more messages per session come
+        again, all flagged ``redelivered``.  Nothing is lost in either mode;
+        server→client messages are always stored before they are sent.
     :param reactor: the reactor every connection and timer runs on
         (default: the global one, looked up when needed).
 
@@ -65,8 +77,13 @@ class RedisSessionStore:
     write fails at once with :class:`txheartbeat.StoreUnavailable`.
     """
 
-    def __init__(self, url: str, *, reactor: Any = None) -> None:
+    def __init__(self, url: str, *, durability: str = "write", reactor: Any = None) -> None:
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {', '.join(map(repr, DURABILITY))}, got {durability!r}")
         self.address = parseRedisURL(url)
+        self.durability = durability
+        #: how many client messages delivery may run ahead of the store (see IDurableSessionStore)
+        self.lead = DURABILITY[durability]
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
