@@ -43,7 +43,9 @@ class RedisServer:
 
     process: Optional["subprocess.Popen[bytes]"] = None
 
-    def __init__(self) -> None:
+    def __init__(self, persistent: bool = False) -> None:
+        #: keep the data in an append-only file (fsync every second), so that a restart keeps it
+        self.persistent = persistent
         self.directory = tempfile.mkdtemp(prefix="txheartbeat-redis-")
         self.port = 0
         self.log: List[bytes] = []
@@ -68,9 +70,10 @@ class RedisServer:
         raise RuntimeError("redis-server did not start:\n" + b"".join(self.log[-20:]).decode(errors="replace"))
 
     def _spawn(self) -> bool:
-        # No snapshots, no append-only file: the tests' Redis keeps what it has in memory only.
+        # No snapshots, and an append-only file only if asked: the tests' Redis keeps what it has in memory.
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory]
-        args += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "notice"]
+        args += ["--save", "", "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "everysec"]
+        args += ["--daemonize", "no", "--loglevel", "notice"]
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert process.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT

@@ -112,11 +112,14 @@ class Supervisor:
         sock: socket.socket,
         workerArgs: Sequence[str],
         say: Callable[[str], None],
+        command: Optional[Sequence[str]] = None,
     ) -> None:
         self.reactor = reactor
         self.count = count
         self.sock = sock
         self.workerArgs = list(workerArgs)
+        #: what runs a worker (its arguments follow, then ``--worker N``)
+        self.command = list(command) if command is not None else [sys.executable, "-m", "txheartbeat"]
         self.say = say
         self.workers: Dict[int, _Worker] = {}
         self.stopping = False
@@ -135,10 +138,10 @@ class Supervisor:
 
     def _spawn(self, index: int) -> Deferred[None]:
         worker = _Worker(self, index)
-        args = [sys.executable, "-m", "txheartbeat", *self.workerArgs, "--worker", str(index)]
+        args = [*self.command, *self.workerArgs, "--worker", str(index)]
         self.reactor.spawnProcess(
             worker,
-            sys.executable,
+            args[0],
             args,
             env=dict(os.environ),
             childFDs={0: "w", 1: 1, 2: 2, LISTEN_FD: self.sock.fileno(), READY_FD: "r"},
