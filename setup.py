@@ -36,6 +36,8 @@ setup(
         ],
         "docs": ["pydoctor>=23.9.0"],
         "prometheus": ["prometheus-client>=0.17.0"],
+        # The Redis session store needs no package: its RESP2 client is ours (docs/sessions.md says why).
+        "redis": [],
         "lint": ["ruff>=0.4", "mypy>=1.8", "mypy-zope>=1.0"],
     },
     entry_points={"console_scripts": ["txheartbeat = txheartbeat._cli:main"]},
