@@ -38,6 +38,11 @@ _SERVER = (
     ("sessionsExpired", "server_sessions_expired", "sessions whose client did not come back in time", True),
     ("sessionsClosed", "server_sessions_closed", "sessions closed by their client", True),
     ("resumesRefused", "server_resumes_refused", "resumes refused (unknown or expired session)", True),
+    ("sessionsMoved", "server_sessions_moved", "sessions taken over by another process (networked store)", True),
+    ("sessionsLost", "server_sessions_lost", "sessions ended because the store refused or failed", True),
+    ("sessionsReleased", "server_sessions_released", "sessions left to the store when the server stopped", True),
+    ("storeFailures", "server_store_failures", "connections run without a session: the store was unreachable", True),
+    ("redelivered", "server_redelivered", "client messages delivered again, flagged redelivered", True),
 )
 # (HeartbeatStats field, metric name, help, counter?)
 _CLIENT = (
