@@ -74,6 +74,13 @@ def test_demo_keeps_every_promise():
         ["serve", "--allowed-origin", " "],
         ["serve", "--metrics-port", "70000"],
         ["serve", "--metrics-port", "many"],
+        ["serve", "--session-store", "redis://127.0.0.1:6379/0"],
+        ["serve", "--resume", "--session-store", "http://127.0.0.1:6379/0"],
+        ["serve", "--resume", "--session-store", "redis://:pw@127.0.0.1:6379/db"],
+        ["serve", "--durability", "batched"],
+        ["serve", "--resume", "--session-store", "redis://h/0", "--durability", "fast"],
+        ["serve", "--workers", "0"],
+        ["serve", "--workers", "2", "--metrics-port", "9100"],
     ],
 )
 def test_bad_arguments_one_line_exit_2(args):
@@ -865,3 +872,12 @@ async def test_client_example_prints_events_and_says_why_it_reconnects():
         await stop(server, serverTransport)
     reconnect = next(line for line in client.lines[1] if line.startswith("reconnecting in"))
     assert re.fullmatch(r"reconnecting in \d+\.\d\d s \(attempt 1\): connection closed \(code 1012: .*\)", reconnect)
+
+
+def test_serve_with_redis_down_is_one_line_exit_1_without_the_password():
+    """serve --session-store with no Redis there exits 1 with one line naming where, credentials redacted."""
+    result = run("serve", "--port", "0", "--resume", "--session-store", f"redis://u:hunter2@127.0.0.1:{free_port()}/0")
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("txheartbeat: error:")]
+    assert len(lines) == 1 and "cannot use Redis at redis://***@127.0.0.1" in lines[0]
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr

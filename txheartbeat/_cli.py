@@ -555,14 +555,16 @@ def _checkWorkers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if args.session_store is not None:
         if not args.resume:
             parser.error("--session-store needs --resume (it keeps resumable sessions)")
-    elif args.durability != "write":
-        parser.error("--durability needs --session-store")
         from .stores._redisurl import parseRedisURL
 
         try:
             parseRedisURL(args.session_store)
         except ValueError as e:
             parser.error(str(e))
+    elif args.durability != "write":
+        parser.error("--durability needs --session-store")
+    if args.workers < 1:
+        parser.error("--workers must be 1 or more")
     if args.workers > 1 and args.metrics_port is not None:
         parser.error("--metrics-port serves one process: run it without --workers, or scrape each worker's factory")
 
