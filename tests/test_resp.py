@@ -8,7 +8,9 @@ from twisted.internet.testing import StringTransport
 from txheartbeat import StoreUnavailable
 from txheartbeat.stores._resp import ProtocolViolation, ReplyError, RespProtocol, encode, parse
 
-REPLIES = b"+OK\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*3\r\n:1\r\n$0\r\n\r\n*1\r\n-ERR x\r\n-FENCED another owner\r\n*-1\r\n"
+REPLIES = (
+    b"+OK\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*3\r\n:1\r\n$0\r\n\r\n*1\r\n-ERR x\r\n-FENCED another owner\r\n*-1\r\n"
+)
 EXPECTED = [b"OK", 42, b"he\r\no", None, [1, b"", [ReplyError]], ReplyError, None]
 
 
