@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
@@ -139,6 +139,8 @@ class DurableSession(ServerSession):
     #: set once this process no longer holds the session (moved, ended or lost): no more writes
     gone = False
     _paused = False
+    #: messages pushed from elsewhere that the claim found waiting (numbered once attached)
+    _waiting = 0
 
     def __init__(self, token: str, stream: SessionStream, sessions: DurableSessions, epoch: int, seen: int) -> None:
         super().__init__(token, stream)
@@ -387,7 +389,7 @@ class DurableSessions(ServerSessions):
                 self.maxMessages, self.maxBytes, offer.received, claim.received, claim.messages
             )
             session = DurableSession(token, stream, self, claim.epoch, claim.seen)
-            session.waiting = claim.waiting  # type: ignore[attr-defined]
+            session._waiting = claim.waiting
             return session, True, formatHeader(token, claim.received, True)
 
         def notClaimed(failure: Failure) -> Any:
@@ -428,8 +430,8 @@ class DurableSessions(ServerSessions):
         self._adopt(session)
         session.protocol = protocol
         replay = session.stream.replay(clientReceived) if resumed else []
-        if getattr(session, "waiting", 0):
-            del session.waiting  # type: ignore[attr-defined]
+        if session._waiting:
+            session._waiting = 0
             session.take()
         return replay
 
@@ -467,9 +469,10 @@ class DurableSessions(ServerSessions):
         def ended(result: object) -> None:
             if isinstance(result, Failure) and getattr(result.value, "code", None) == "FENCED":
                 self._moved(session)
-                return
-            if not session.gone:
-                self._expired(session)
+            elif not session.gone:  # (ended in the store, or gone from it already)
+                self._forget(session)
+                session.stream.ended = True
+                self._report(session)
 
         d.addBoth(ended)
 
@@ -487,6 +490,12 @@ class DurableSessions(ServerSessions):
         if session._expiry is not None:
             session._expiry.cancel()
             session._expiry = None
+        session._held.clear()  # (never acknowledged: the client sends them again, or is told they are lost)
+        if session._paused:
+            session._paused = False
+            protocol = session.protocol
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.resumeProducing()  # (it still has a close handshake to read)
         if self._byKey.get(session.key) is session:
             del self._byKey[session.key]
         self.store.remove(session)
@@ -570,9 +579,7 @@ class DurableSessions(ServerSessions):
         self._report(session)
 
     def _expired(self, session: ServerSession) -> None:
-        assert isinstance(session, DurableSession)
-        self._forget(session)
-        session.stream.ended = True
+        self.end(session)
         self._report(session)
 
     def _report(self, session: ServerSession) -> None:
@@ -607,8 +614,11 @@ def sendToMemory(sessions: ServerSessions, address: str, data: Message) -> Defer
     """:meth:`HeartbeatServerFactory.sendTo` with the in-process store: the session must be in this process."""
     session = sessions.store.get(_addressKey(address))
     if session is None or session.ended:
-        raise NotConnected(f"no session {address[:12]} in this process (ended, expired, or never made here)")
-    session.send(data)
+        return fail(NotConnected(f"no session {address[:12]} in this process (ended, expired, or never made here)"))
+    try:
+        session.send(data)
+    except Exception as e:
+        return fail(e)
     return succeed(None)
 
 

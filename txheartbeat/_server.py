@@ -881,7 +881,8 @@ class HeartbeatServerFactory(WebSocketServerFactory):
 
     @staticmethod
     def _closeForRestart(_: object, client: HeartbeatServerProtocol, text: str) -> None:
-        client.closeGracefully(1012, text)
+        if client.isOpen:  # (a hand-over that failed has closed it with 1011 already)
+            client.closeGracefully(1012, text)
 
     def overloaded(self, retryAfter: Optional[float] = 30.0) -> None:
         """
