@@ -4,7 +4,9 @@ module and as a classic script, and its unit tests on Node's test runner
 (``tests/js/``, a fake clock and fake sockets).
 """
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -82,3 +84,20 @@ def test_classic_script_sets_the_global_and_the_module_exports_it():
         timeout=60,
     )
     assert module.stdout.split() == ["WebsocketHeartbeat", "true"], module.stderr
+
+
+def test_wire_constants_agree_with_the_server():
+    """The script's subprotocol names, acknowledgement pace and abandon close code are the server's (docs/wire.md)."""
+    from txheartbeat import _resume, _wire
+
+    text = SCRIPT_FILE.read_text(encoding="utf-8")
+
+    def const(name):
+        match = re.search(rf"^const {name} = (.+?);", text, re.MULTILINE)
+        assert match, name
+        return ast.literal_eval(match.group(1))
+
+    assert const("SUBPROTOCOL") == _wire.SUBPROTOCOL
+    assert const("PLAIN_SUBPROTOCOL") == _wire.PLAIN_SUBPROTOCOL
+    assert const("ABANDON_CODE") == _wire.ABANDON_CODE
+    assert const("ACK_EVERY") == _resume.ACK_EVERY
