@@ -2,8 +2,8 @@
 The browser end (issue 20): the unmodified websocket-heartbeat-js 1.1.3 (the
 seed) and txheartbeat.js side by side in headless Chromium, in one run.
 
-    python benchmarks/browser.py            # about 4 minutes
-    python benchmarks/browser.py --quick    # a smoke run (~1 minute): tiny counts, the seed's close awaited 5 s only
+    python benchmarks/browser.py            # about 3 minutes
+    python benchmarks/browser.py --quick    # a smoke run (~30 s): tiny counts, the seed's close awaited 5 s only
 
 Needs Chromium (``$CHROMIUM`` or on ``PATH``, as the browser tests) and, for
 part (c)'s second half, node and npm.  The seed comes
