@@ -23,7 +23,7 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from websockets.sync.client import connect
 
@@ -51,7 +51,8 @@ class Browser:
     endpoint; pages are attached as flat sessions on the same connection).
     """
 
-    def __init__(self, binary: str, timeout: float = 30.0) -> None:
+    def __init__(self, binary: str, timeout: float = 30.0, args: Sequence[str] = ()) -> None:
+        """Start ``binary`` headless, with ``args`` added to its command line."""
         self.profile = tempfile.mkdtemp(prefix="txheartbeat-chromium-")
         self._log = open(os.path.join(self.profile, "browser.log"), "wb")
         self._lock = threading.Lock()
@@ -70,6 +71,7 @@ class Browser:
                 "--disable-background-networking",
                 "--remote-debugging-port=0",
                 f"--user-data-dir={self.profile}",
+                *args,
                 "about:blank",
             ],
             stdin=subprocess.DEVNULL,

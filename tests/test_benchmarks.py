@@ -1,10 +1,15 @@
 """The benchmark script runs (it asserts nothing about speed: machines here are shared)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from .cdp import findChromium
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +40,24 @@ def test_quick_benchmarks_run(tmp_path):
         for part in ("### A. Server end", "### B. Client end", "### D. Frozen at once"):
             assert part in text
         assert "Run failed" not in section3
+
+
+@pytest.mark.skipif(findChromium() is None, reason="no Chromium found; .ci/run installs Debian's chromium")
+def test_quick_browser_benchmark_runs():
+    """`benchmarks/browser.py --quick` completes and prints section 7 with its four parts, txheartbeat.js measured in each."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "browser.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout
+    assert text.startswith("## 7. Browser end (issue 20) (--quick)")
+    for part in ("(a) Dead peer", "(b) 100 numbered messages", "(c) Reconnect storm", "(d) Size"):
+        assert part in text
+    dead = text.split("(a) Dead peer", 1)[1].split("(b) ", 1)[0]
+    assert re.search(r"^\| txheartbeat\.js \| .+ \| 1 of 1 \|$", dead, re.MULTILINE), dead  # its onclose came
+    assert "| txheartbeat.js `resume: true` | 0 | 0 | yes | 0 | 0 | yes |" in text
+    assert "| txheartbeat.js | Chromium |" in text and "| txheartbeat.js |" in text.split("(d) Size")[1]

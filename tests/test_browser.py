@@ -6,8 +6,8 @@ The pages (``tests/browser/``) are served by a twisted.web static site on
 another loopback port (or opened from disk, for the ``Origin: null`` check).
 One runs the unmodified websocket-heartbeat-js 1.1.3 (the client
 txheartbeat's server side follows), fetched from the npm registry (no npm
-needed: the tarball is downloaded, checked against its sha512 integrity and
-cached); the other uses the browser's own WebSocket.  Every
+needed: ``tests/seed.py`` downloads the tarball, checks its sha512 integrity and
+caches it); the other uses the browser's own WebSocket.  Every
 check is made from the server side, the page's own record only confirms it.
 
 The module skips, saying why, when no Chromium is found or it cannot start;
@@ -17,16 +17,10 @@ cached.  ``.ci/run`` installs Debian's ``chromium``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
-import json
 import os
 import shutil
 import signal
-import tarfile
 import urllib.parse
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -46,6 +40,7 @@ from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol
 from txheartbeat._browser import SCRIPT_FILE
 
 from . import cdp
+from .seed import SeedUnavailable, seedBuild
 from .test_integration import Timeline
 
 CHROMIUM = cdp.findChromium()
@@ -55,13 +50,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 PAGES = Path(__file__).parent / "browser"
-SEED_VERSION = "1.1.3"
-# The registry's dist.integrity for 1.1.3: a published npm version never changes,
-# so a cached tarball is checked against this without asking the registry again.
-SEED_INTEGRITY = "sha512-wiCMVsWK7KflVCC5f+rSTyzILDZX88A7BJfdJXt5THNDut7uUNP83r5AvdZ1El/8yOwGujC7K3iuxj96CT4gbQ=="
-REGISTRY = "https://registry.npmjs.org/websocket-heartbeat-js"
-# Its browser build: a UMD bundle that sets window.WebsocketHeartbeatJs (README: "use script").
-SEED_BUILD = "package/dist/index.js"
 NETWORK_SERVICE = "--utility-sub-type=network.mojom.NetworkService"
 
 # Server timings (seconds) and the seed's (ms): one heartbeat period is about a second.
@@ -70,42 +58,6 @@ PONG_TIMEOUT = 1.0
 LEAVE_TIMEOUT = 5.0
 SEED_TIMINGS = {"ping": "1000", "pong": "1000"}
 SEED_RECONNECT = 2.0  # websocket-heartbeat-js's default reconnectTimeout, left as it is
-
-
-class SeedUnavailable(Exception):
-    """websocket-heartbeat-js could not be fetched and is not cached."""
-
-
-def _sha512Matches(data: bytes, integrity: str) -> bool:
-    digests = [part[len("sha512-") :] for part in integrity.split() if part.startswith("sha512-")]
-    return bool(digests) and base64.b64encode(hashlib.sha512(data).digest()).decode() in digests
-
-
-def seedBuild() -> bytes:
-    """websocket-heartbeat-js's browser build, from the cached npm tarball (downloaded and verified once)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "txheartbeat-tests"
-    cached = cache / f"websocket-heartbeat-js-{SEED_VERSION}.tgz"
-    data = cached.read_bytes() if cached.is_file() else b""
-    if not _sha512Matches(data, SEED_INTEGRITY):
-        try:
-            meta = urllib.request.Request(REGISTRY, headers={"Accept": "application/vnd.npm.install-v1+json"})
-            with urllib.request.urlopen(meta, timeout=30) as answer:
-                dist = json.load(answer)["versions"][SEED_VERSION]["dist"]
-            with urllib.request.urlopen(dist["tarball"], timeout=60) as answer:
-                data = answer.read()
-        except (OSError, ValueError, KeyError) as e:
-            raise SeedUnavailable(f"could not download websocket-heartbeat-js {SEED_VERSION} from {REGISTRY}: {e}")
-        # Not a skip: a tarball that does not match what was published is something to look at.
-        assert dist["integrity"] == SEED_INTEGRITY, f"the registry now says {dist['integrity']}"
-        assert _sha512Matches(data, dist["integrity"]), "the downloaded tarball does not match its sha512 integrity"
-        cache.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".partial")
-        partial.write_bytes(data)
-        os.replace(partial, cached)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-        member = archive.extractfile(SEED_BUILD)
-        assert member is not None
-        return member.read()
 
 
 class Pages:

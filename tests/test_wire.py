@@ -9,7 +9,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol, NotConnected, SendQueueFull
 from txheartbeat._protocol import ExactTimer
 from txheartbeat._resume import ACK_EVERY
-from txheartbeat._wire import PLAIN_SUBPROTOCOL, SUBPROTOCOL, WireError, parseControl
+from txheartbeat._wire import ABANDON_CODE, PLAIN_SUBPROTOCOL, SUBPROTOCOL, WireError, parseControl
 
 from .conftest import URL
 
@@ -259,6 +259,20 @@ def test_page_close_ends_the_session(reactor, server):
     """The page's close() (code 1000) ends the session on the server."""
     link, _ = welcomed(reactor, server)
     link.client.sendClose(1000)
+    reactor.flush()
+    assert server.closedSessions == 1 and len(server.sessionStore) == 0
+    finish(reactor, server)
+
+
+def test_abandon_code_keeps_the_session_for_a_resume(reactor, server):
+    """A close with ABANDON_CODE (4990: a mini-program giving up on a connection) keeps the session, and the page resumes it; 4000 would end it."""
+    link, first = welcomed(reactor, server)
+    link.client.sendClose(ABANDON_CODE, "txheartbeat: abandoned")
+    reactor.flush()
+    assert server.closedSessions == 0 and len(server.sessionStore) == 1
+    again, welcome = welcomed(reactor, server, first["session"])
+    assert welcome["resumed"] is True and welcome["session"] == first["session"]
+    again.client.sendClose(4000)
     reactor.flush()
     assert server.closedSessions == 1 and len(server.sessionStore) == 0
     finish(reactor, server)

@@ -35,7 +35,19 @@ from ._resume import (
     parseHeader,
 )
 from ._share import SharedValues
-from ._wire import CONTROL, DATA, PLAIN_SUBPROTOCOL, SUBPROTOCOL, Control, WireError, ack, parseControl, pong, welcome
+from ._wire import (
+    ABANDON_CODE,
+    CONTROL,
+    DATA,
+    PLAIN_SUBPROTOCOL,
+    SUBPROTOCOL,
+    Control,
+    WireError,
+    ack,
+    parseControl,
+    pong,
+    welcome,
+)
 
 _log = Logger(namespace="txheartbeat")
 
@@ -478,9 +490,13 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         # where sendMessage raises Disconnected: such a heartbeat needs no answer.
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> Optional[bool]:
-        """A close frame: one the client begins with 1000, 1001 or an application code ends its session now."""
+        """A close frame: one the client begins with 1000, 1001 or an application code ends its session now.
+
+        ``ABANDON_CODE`` excepted: a page gives up on the connection, not the session.
+        """
         session = self.session
-        if session is not None and not self.closedByMe and (code in (1000, 1001) or (code or 0) >= 3000):
+        ends = code in (1000, 1001) or ((code or 0) >= 3000 and code != ABANDON_CODE)
+        if session is not None and not self.closedByMe and ends:
             sessions = self.factory._sessions
             if sessions is not None:
                 sessions.close(session)  # nothing sent from here on could ever be delivered

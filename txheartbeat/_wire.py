@@ -37,6 +37,10 @@ SUBPROTOCOL = "txheartbeat.resume.1"
 #: the page runs plain (a browser fails a connection whose offered
 #: subprotocols all went unanswered)
 PLAIN_SUBPROTOCOL = "txheartbeat.plain"
+#: the close code of a connection the page gives up on, keeping its session, where it
+#: cannot close without a status code (a mini-program's SocketTask sends 1000 when
+#: given none); any other code of 1000, 1001 or 3000 and above ends the session
+ABANDON_CODE = 4990
 #: the first byte of a data message and of a control message
 DATA = b"d"
 CONTROL = b"c"

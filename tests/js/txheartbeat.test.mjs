@@ -300,7 +300,8 @@ test("bad options fail at construction, saying what to change", () => {
   assert.throws(() => WebsocketHeartbeat({ url: "ws://x/" }), /constructor/);
 });
 
-test("mini-program adapter: wx.connectSocket-style SocketTask through the WebSocket option", () => {
+// A shim of wx.connectSocket: each SocketTask records what it was given and sent; the test drives its events.
+function wxShim() {
   const tasks = [];
   const wx = {
     connectSocket(params) {
@@ -315,6 +316,11 @@ test("mini-program adapter: wx.connectSocket-style SocketTask through the WebSoc
       return task;
     },
   };
+  return { wx, tasks };
+}
+
+test("mini-program adapter: wx.connectSocket-style SocketTask through the WebSocket option", () => {
+  const { wx, tasks } = wxShim();
   const clock = new FakeClock();
   const got = [];
   const h = new WebsocketHeartbeat({ url: "wss://example.test/ws", protocols: "chat", pingTimeout: 1000, pongTimeout: 1000, WebSocket: WebsocketHeartbeat.miniProgram(wx), timers: clock, random: () => 0.5 });
@@ -535,12 +541,54 @@ test("what a plain connection could not flush goes first in the next session, in
   assert.deepEqual(dataOf(made[1]), ["b", "c"]);
 });
 
-test("resume over the mini-program adapter is refused at construction (a SocketTask does not report the subprotocol)", () => {
-  const wx = { connectSocket: () => ({ onOpen() {}, onMessage() {}, onError() {}, onClose() {}, send() {}, close() {} }) };
-  assert.throws(
-    () => new WebsocketHeartbeat({ url: "ws://127.0.0.1:9/", resume: true, WebSocket: WebsocketHeartbeat.miniProgram(wx) }),
-    /resume is not available with this socket/
-  );
-  const plain = new WebsocketHeartbeat({ url: "ws://127.0.0.1:9/", WebSocket: WebsocketHeartbeat.miniProgram(wx), timers: new FakeClock() });
-  assert.equal(plain.close().length, 0);
+test("resume over the mini-program adapter: the selected subprotocol read from onOpen's res.header, a session, an abandoned connection closed with 4990, resumed", () => {
+  const { wx, tasks } = wxShim();
+  const clock = new FakeClock();
+  const got = [];
+  const h = new WebsocketHeartbeat({ url: "wss://example.test/ws", resume: true, pingTimeout: 1000, pongTimeout: 1000, reconnectTimeout: 100, WebSocket: WebsocketHeartbeat.miniProgram(wx), timers: clock, random: () => 0.5 });
+  h.onmessage = (e) => got.push(e.data);
+  assert.deepEqual(tasks[0].params.protocols, ["txheartbeat.resume.1", "txheartbeat.plain"]);
+  h.send("early");
+  tasks[0].handlers.Open({ header: { "Sec-WebSocket-Protocol": "txheartbeat.resume.1", Upgrade: "websocket" } });
+  assert.deepEqual(controlsOf(tasks[0]), [{ type: "hello", session: null, received: 0 }]);
+  tasks[0].handlers.Message({ data: ctl("welcome", { session: TOKEN, received: 0, resumed: false }) });
+  tasks[0].handlers.Message({ data: "dfrom the server" });
+  assert.deepEqual(got, ["from the server"]);
+  assert.deepEqual(dataOf(tasks[0]), ["early"]);
+  clock.advance(1000); // idle: the session's ping goes out
+  assert.equal(controlsOf(tasks[0]).at(-1).type, "ping");
+  clock.advance(1000); // unanswered: given up with a code that keeps the session (a SocketTask cannot send none)
+  assert.deepEqual(tasks[0].closedWith, [4990, "txheartbeat: abandoned"]);
+  h.send("while down");
+  clock.advance(100);
+  assert.equal(tasks.length, 2);
+  tasks[1].handlers.Open({ header: { "sec-websocket-protocol": "txheartbeat.resume.1" } }); // (any case)
+  assert.deepEqual(controlsOf(tasks[1]), [{ type: "hello", session: TOKEN, received: 1 }]);
+  tasks[1].handlers.Message({ data: ctl("welcome", { session: TOKEN, received: 1, resumed: true }) });
+  assert.equal(h.resumed, true);
+  assert.deepEqual(dataOf(tasks[1]), ["while down"]);
+  h.close();
+  assert.deepEqual(tasks[1].closedWith, [1000, ""]); // close() ends the session
+});
+
+test("resume over the mini-program adapter gives up, saying why, when onOpen gives no response header; a txheartbeat.plain answer runs plain", () => {
+  const { wx, tasks } = wxShim();
+  const clock = new FakeClock();
+  const gaveUp = [];
+  const h = new WebsocketHeartbeat({ url: "ws://127.0.0.1:9/", resume: true, WebSocket: WebsocketHeartbeat.miniProgram(wx), timers: clock });
+  h.ongiveup = (info) => gaveUp.push(info.reason);
+  h.send("kept");
+  tasks[0].handlers.Open({}); // (WeChat before base library 2.0.0: no res.header)
+  assert.equal(gaveUp.length, 1);
+  assert.match(gaveUp[0], /did not report it.*no response header.*use resume: false/);
+  assert.deepEqual(tasks[0].sent, []); // no hello: the server may not speak the format
+  assert.deepEqual(tasks[0].closedWith, [1000, ""]);
+  assert.deepEqual(clock.pending(), []);
+
+  const plain = wxShim();
+  const p = new WebsocketHeartbeat({ url: "ws://127.0.0.1:9/", resume: true, WebSocket: WebsocketHeartbeat.miniProgram(plain.wx), timers: new FakeClock() });
+  p.send("as is");
+  plain.tasks[0].handlers.Open({ header: { "Sec-WebSocket-Protocol": "txheartbeat.plain" } }); // a server without resume
+  assert.deepEqual(plain.tasks[0].sent, ["as is"]);
+  p.close();
 });

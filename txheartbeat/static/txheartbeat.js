@@ -40,6 +40,9 @@ const SUBPROTOCOL = "txheartbeat.resume.1";
 // Offered after it: a txheartbeat server without resume selects this one (the page runs plain),
 // since a browser fails a connection whose offered subprotocols all went unanswered.
 const PLAIN_SUBPROTOCOL = "txheartbeat.plain";
+// The close code of a connection given up on (its session kept) where a close without a code cannot be
+// sent: a mini-program's SocketTask sends 1000 when given none, and 1000 ends the session (docs/wire.md).
+const ABANDON_CODE = 4990;
 const ACK_EVERY = 32;
 const ACK_BYTES = 32 * 1024;
 const DATA_BYTE = 0x64; // "d"
@@ -136,10 +139,6 @@ function WebsocketHeartbeat({
   }
   if (repeatLimit !== null && !(Number.isInteger(repeatLimit) && repeatLimit >= 0)) {
     throw new TypeError(`WebsocketHeartbeat: repeatLimit must be null or an integer >= 0, got ${repeatLimit}`);
-  }
-  if (resume && Socket.reportsNoProtocol) {
-    // (it could not tell a session from a plain connection: the server would speak one, the page the other)
-    throw new TypeError("WebsocketHeartbeat: resume is not available with this socket (it does not report the selected subprotocol)");
   }
   if (resume && !(maxQueued >= 2 * ACK_EVERY && maxQueuedBytes >= 2 * ACK_BYTES)) {
     throw new TypeError(
@@ -493,6 +492,17 @@ WebsocketHeartbeat.prototype._giveUp = function (why) {
 
 /** The socket opened: start the session's handshake (true), or go on plain (false). */
 WebsocketHeartbeat.prototype._resumeOpen = function (ws, e) {
+  if (ws.protocol === null) {
+    // The socket cannot say which subprotocol the server selected (the mini-program adapter, when the
+    // platform's onOpen gives no response header): guessing would have the page speak one format and the
+    // server another.  Every connection of this platform would be the same: give up, saying so.
+    this._giveUp(
+      `resume: true needs the subprotocol the server selected, and this socket did not report it (a mini-program ` +
+        `SocketTask whose onOpen gave no response header: WeChat before base library 2.0.0, or a platform without ` +
+        `res.header); use resume: false here`
+    );
+    return true;
+  }
   if (ws.protocol !== SUBPROTOCOL) {
     // A server without resume: the page works on, without it.
     this._wire = "plain";
@@ -681,6 +691,9 @@ WebsocketHeartbeat.miniProgram = function (api) {
   function MiniProgramSocket(url, protocols) {
     const socket = this;
     socket.readyState = CONNECTING;
+    // The subprotocol the server selected, from onOpen's res.header (WeChat base library 2.0.0 and later):
+    // "" if it selected none, null if the platform did not say (then resume: true gives up: see _resumeOpen).
+    socket.protocol = "";
     socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
     const params = { url, complete: () => {} };
     if (protocols) params.protocols = Array.isArray(protocols) ? protocols : [protocols];
@@ -693,6 +706,7 @@ WebsocketHeartbeat.miniProgram = function (api) {
     };
     task.onOpen((e) => {
       if (socket.readyState !== CONNECTING) return;
+      socket.protocol = selectedProtocol(e);
       socket.readyState = OPEN;
       if (socket.onopen) socket.onopen({ type: "open", detail: e });
     });
@@ -708,16 +722,29 @@ WebsocketHeartbeat.miniProgram = function (api) {
       if (socket.readyState !== OPEN) throw new Error("MiniProgramSocket: not open");
       task.send({ data });
     };
-    socket.close = (code = 1000, reason = "") => {
+    socket.close = (code, reason = "") => {
       if (socket.readyState === CLOSED || socket.readyState === CLOSING) return;
       socket.readyState = CLOSING;
-      task.close({ code, reason });
+      // A WebSocket's close() without a code sends none; a SocketTask's sends 1000, which would end a session.
+      if (code === undefined) task.close({ code: ABANDON_CODE, reason: "txheartbeat: abandoned" });
+      else task.close({ code, reason });
     };
   }
-  // A SocketTask does not say which subprotocol the server selected: no session resume over it.
-  MiniProgramSocket.reportsNoProtocol = true;
   return MiniProgramSocket;
 };
+
+/** Sec-WebSocket-Protocol from a SocketTask onOpen's res.header (any case); null without a header object. */
+function selectedProtocol(res) {
+  const header = res && res.header;
+  if (!header || typeof header !== "object") return null;
+  for (const name of Object.keys(header)) {
+    if (name.toLowerCase() === "sec-websocket-protocol") {
+      const value = Array.isArray(header[name]) ? header[name][0] : header[name];
+      return typeof value === "string" ? value.trim() : "";
+    }
+  }
+  return "";
+}
 
 WebsocketHeartbeat.SUBPROTOCOL = SUBPROTOCOL;
 
