@@ -61,3 +61,20 @@ def test_quick_browser_benchmark_runs():
     assert re.search(r"^\| txheartbeat\.js \| .+ \| 1 of 1 \|$", dead, re.MULTILINE), dead  # its onclose came
     assert "| txheartbeat.js `resume: true` | 0 | 0 | yes | 0 | 0 | yes |" in text
     assert "| txheartbeat.js | Chromium |" in text and "| txheartbeat.js |" in text.split("(d) Size")[1]
+
+
+def test_quick_sessions_benchmark_runs(redis):
+    """`benchmarks/sessions.py --quick` (kill -9 of a worker, memory and Redis stores) completes and prints its table."""
+    del redis  # (only so that the test skips, saying why, without redis-server; the script starts its own)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sessions.py"), "--quick", "--clients", "10", "--duration", "6"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| kill9 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["memory", "redis-write"]
+    redisRow = rows[1].split("|")
+    assert redisRow[3].strip() == "0 / 0"  # nothing lost with the Redis store, silently or reported
