@@ -52,6 +52,16 @@ class TakeoverMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.client.close()
 
+    def _refusedAsStale(self, owner: str, answer: object) -> bool:
+        """Whether the session is gone (EXPIRED) or ``owner`` no longer holds it (FENCED): then that is the answer."""
+        if self.ended:
+            assert answer == "EXPIRED"
+        elif self.owners[owner] != self.epoch:
+            assert answer == "FENCED"
+        else:
+            return False
+        return True
+
     def _kept(self) -> List[bytes]:
         return self.sent[self.base :]
 
@@ -76,11 +86,7 @@ class TakeoverMachine(RuleBasedStateMachine):
     def take(self, owner: str) -> None:
         """An owner numbers what was pushed, oldest first, as much as fits; a stale one is refused."""
         answer = call(self.client, scripts.TAKE, TTL, self.owners[owner], MAX_MESSAGES, MAX_BYTES)
-        if self.ended:
-            assert answer == "EXPIRED"
-            return
-        if self.owners[owner] != self.epoch:
-            assert answer == "FENCED"
+        if self._refusedAsStale(owner, answer):
             return
         first, moved = len(self.sent), []
         while self.inbox and self._fits(moved, b"") and self._fitsBytes(moved, self.inbox[0]):
@@ -108,11 +114,7 @@ class TakeoverMachine(RuleBasedStateMachine):
         """An owner numbers a message: only the current owner may, within the bounds."""
         message = b"t" + b"x" * size  # empty messages too: nothing may count them as -0 bytes
         answer = call(self.client, scripts.APPEND, TTL, self.owners[owner], MAX_MESSAGES, MAX_BYTES, message)
-        if self.ended:
-            assert answer == "EXPIRED"
-            return
-        if self.owners[owner] != self.epoch:
-            assert answer == "FENCED"
+        if self._refusedAsStale(owner, answer):
             return
         kept = self.sent[self.base :]
         if len(kept) >= MAX_MESSAGES or sum(len(m) - 1 for m in kept) + len(message) - 1 > MAX_BYTES:

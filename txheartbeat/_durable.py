@@ -578,19 +578,6 @@ class DurableSessions(ServerSessions):
             protocol.sessionLost()
         self._report(session)
 
-    def _expired(self, session: ServerSession) -> None:
-        self.end(session)
-        self._report(session)
-
-    def _report(self, session: ServerSession) -> None:
-        self.factory.expiredSessions += 1
-        _log.info(
-            "txheartbeat: session {id} expired ({n} message(s) never acknowledged)",
-            id=session.id,
-            n=len(session.unacked),
-        )
-        self.factory._sessionEvent("onSessionExpired", session)
-
     # Sending from anywhere --------------------------------------------------------
 
     def sendTo(self, address: str, data: Message) -> Deferred[None]:

@@ -561,6 +561,10 @@ class ServerSessions:
 
     def _expired(self, session: ServerSession) -> None:
         self.end(session)
+        self._report(session)
+
+    def _report(self, session: ServerSession) -> None:
+        """Count, log and tell the factory (``onSessionExpired``) that ``session`` expired."""
         self.factory.expiredSessions += 1
         _log.info(
             "txheartbeat: session {id} expired ({n} message(s) never acknowledged)",
