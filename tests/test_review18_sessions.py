@@ -1,0 +1,161 @@
+"""
+Review of issue 18 (sessions in Redis): each test is a scenario that breaks
+a rule of the feature, against a real redis-server (the ``redis`` fixture),
+on loopback.  Tests marked ``xfail(strict=True)`` fail today; the reason
+names the defect (see the review's report).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor as _reactor
+
+from txheartbeat import connect
+from txheartbeat._resume import Offer
+
+from .faultproxy import FaultProxy
+from .redisserver import Client as RedisClient
+from .test_resume_loopback import opened, until
+from .test_sessions_redis import FAST, Client, Processes, processes  # noqa: F401  (the fixture)
+
+
+def _meta(session: Any) -> bytes:
+    return f"txhb:{{{session.key.hex()}}}:meta".encode()
+
+
+@pytest.mark.xfail(strict=True, reason="review18: an idle connected session expires in Redis (TTL refreshed only by writes)")
+@pytest_twisted.ensureDeferred
+async def test_an_idle_connected_session_does_not_expire_in_the_store(processes: Processes) -> None:
+    """
+    A client stays connected (heartbeats only) longer than the resume window:
+    its session must not expire meanwhile (as with the memory store, the window
+    starts at the drop).  Today the Redis keys expire window seconds after the
+    last write, so the next send loses the session (1011, onSessionExpired).
+    """
+    a = await processes.start(resumeWindow=0.4, pingInterval=0.1, pongTimeout=1.0)
+    client = Client()
+    await opened(connect(processes.url, client, resume=True, reactor=_reactor, pingInterval=0.1, **FAST))
+    session = a.sessions[0]
+    pings = a.stats.pingsSent
+    # Idle but alive for well over the window (counted in heartbeats, not slept).
+    await until(lambda: a.stats.pingsSent >= pings + 10, lambda: "heartbeats")
+    assert client.opens == 1 and session.protocol is not None
+    session.send("after-idle")
+    await until(lambda: client.got or client.lost or a.events, lambda: "the send's outcome")
+    assert a.events == [] and client.lost == [] and client.got == ["after-idle"]
+    client.close()
+
+
+@pytest.mark.xfail(strict=True, reason="review18: messages sent just before a client close (1000) are never delivered")
+@pytest_twisted.ensureDeferred
+async def test_messages_sent_before_a_client_close_are_delivered(processes: Processes) -> None:
+    """
+    docs (HeartbeatHandler.close): "closing while open ends the session with
+    the close handshake, which delivers everything sent before it".  With the
+    Redis store the messages are held for the store's lease and the close
+    frame, read in the same read, ends the session first: the held messages
+    are dropped without a word (the memory store delivers them).
+    """
+    a = await processes.start()
+    client = Client()
+    await opened(connect(processes.url, client, resume=True, reactor=_reactor, **FAST))
+    closed = a.stats.sessionsClosed
+    client.send("last-1")
+    client.send("last-2")
+    client.close()  # same reactor turn: one write, one read on the server
+    await until(lambda: a.stats.sessionsClosed > closed, lambda: "the session closed")
+    await until(lambda: not a.clients, lambda: "the connection gone")
+    assert a.got == [("last-1", False), ("last-2", False)]
+
+
+@pytest.mark.xfail(strict=True, reason="review18: a send in flight when the client resumes in the same process is silently lost")
+@pytest_twisted.ensureDeferred
+async def test_a_send_racing_a_resume_in_the_same_process_is_not_lost(processes: Processes) -> None:
+    """
+    The application sends on a session while its client's new connection
+    (to this same process) has its claim in flight: the APPEND reaches Redis
+    after the CLAIM and is FENCED; the old object was retired (no hook), so
+    the message is neither delivered nor reported (persist-then-send promised
+    a new owner could replay it; onSessionMoved tells of ``unsent`` only when
+    another process took over).
+    """
+    a = await processes.start()
+    client = Client()
+    await opened(connect(processes.url, client, resume=True, reactor=_reactor, **FAST))
+    session = a.sessions[0]
+    sessions = a._sessions
+    # What a second connection's handshake does (a client back while its old connection looks alive).
+    claim = sessions.offerLater(Offer(session._token, 0, False))
+    session.send("during-the-claim")  # accepted: no exception, so the application counts on it
+    answer = await claim
+    sessions.orphan(answer[0])  # (that connection went away before it opened; the client comes back)
+    await until(lambda: session.unsent or session.stream.sent, lambda: "the append answered")
+    await until(lambda: client.opens >= 2 and a.sessions[-1] is not session, lambda: "the client back")
+    a.sessions[-1].send("marker")
+    await until(lambda: "marker" in client.got, lambda: str(client.got))
+    reported = [s for kind, s in a.events if "during-the-claim" in s.unsent]
+    assert "during-the-claim" in client.got or reported, (client.got, a.events, session.unsent)
+    client.close()
+
+
+@pytest.mark.xfail(strict=True, reason="review18: a pushed message TAKE could not fit is stranded in the inbox")
+@pytest_twisted.ensureDeferred
+async def test_a_push_that_did_not_fit_at_take_is_delivered_once_room_is_made(processes: Processes) -> None:
+    """
+    sendTo() succeeded (the message is kept in the session's inbox), then
+    the owner's own sends filled the replay bound before the client came
+    back: the TAKE at attach numbers nothing, and nothing ever takes again
+    (only a new push or a new claim does) once the client's acknowledgements
+    make room.  The message waits until the session ends, then is dropped
+    with it, never reported.
+    """
+    a = await processes.start(replayBufferSize=64)
+    proxy = FaultProxy(processes.number)
+    client = Client()
+    await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
+    session = a.sessions[0]
+    await proxy.stop()  # the client is away
+    await until(lambda: session.protocol is None, lambda: "the drop")
+    for i in range(63):
+        session.send(f"s{i}")
+    await until(lambda: session.stream.sent == 63, lambda: "stored")
+    await a.sendTo(session.address, "pushed")  # kept: 63 + 1 waiting fits the bound of 64
+    session.send("s63")  # the owner's own: the store now keeps 64
+    await until(lambda: session.stream.sent == 64, lambda: "stored")
+    proxy.listen()
+    await until(lambda: len(client.got) >= 64, lambda: f"{len(client.got)}")
+    a.sessions[-1].send("marker")
+    await until(lambda: "marker" in client.got and not a.sessions[-1].unacked, lambda: f"{client.got[-3:]}")
+    await until(lambda: "pushed" in client.got, lambda: f"stranded: {client.got[-3:]}", timeout=3.0)
+    assert client.got.count("pushed") == 1
+    client.close()
+    await proxy.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="review18: a session ended for a refused message (1009) stays resumable in Redis")
+@pytest_twisted.ensureDeferred
+async def test_a_session_refused_for_a_message_is_ended_in_the_store(processes: Processes) -> None:
+    """
+    A client message refused with 1009 ends the session here
+    (onSessionExpired reports its unacknowledged messages as never
+    delivered); the store must forget it too, or any process can resume it
+    (and replay what was just reported as lost).  ServerSessions.refused calls
+    DurableSessions._expired, which never ENDs the session in Redis.
+    """
+    a = await processes.start()
+    a.setProtocolOptions(maxMessagePayloadSize=100)
+    client = Client()
+    await opened(connect(processes.url, client, resume=True, reactor=_reactor, **FAST))
+    session = a.sessions[0]
+    client.send("x" * 1000)
+    await until(lambda: a.events, lambda: "the session ends")
+    assert a.events[0] == ("expired", session)
+    check = RedisClient(processes.redis.port)
+    try:
+        assert check.call("EXISTS", _meta(session)) == 0
+    finally:
+        check.close()
+    client.close()
