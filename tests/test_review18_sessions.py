@@ -12,21 +12,32 @@ from typing import Any, List
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
+from twisted.internet.defer import ensureDeferred
 
 from txheartbeat import connect
 from txheartbeat._resume import Offer
 
 from .faultproxy import FaultProxy
 from .redisserver import Client as RedisClient
+from .redisserver import RedisServer
 from .test_resume_loopback import opened, until
-from .test_sessions_redis import FAST, Client, Processes, processes  # noqa: F401  (the fixture)
+from .test_sessions_redis import FAST, Client, Processes
+
+
+@pytest.fixture
+def processes(redis: RedisServer) -> Any:
+    p = Processes(redis)
+    yield p
+    pytest_twisted.blockon(ensureDeferred(p.close()))
 
 
 def _meta(session: Any) -> bytes:
     return f"txhb:{{{session.key.hex()}}}:meta".encode()
 
 
-@pytest.mark.xfail(strict=True, reason="review18: an idle connected session expires in Redis (TTL refreshed only by writes)")
+@pytest.mark.xfail(
+    strict=True, reason="review18: an idle connected session expires in Redis (TTL refreshed only by writes)"
+)
 @pytest_twisted.ensureDeferred
 async def test_an_idle_connected_session_does_not_expire_in_the_store(processes: Processes) -> None:
     """
@@ -71,7 +82,9 @@ async def test_messages_sent_before_a_client_close_are_delivered(processes: Proc
     assert a.got == [("last-1", False), ("last-2", False)]
 
 
-@pytest.mark.xfail(strict=True, reason="review18: a send in flight when the client resumes in the same process is silently lost")
+@pytest.mark.xfail(
+    strict=True, reason="review18: a send in flight when the client resumes in the same process is silently lost"
+)
 @pytest_twisted.ensureDeferred
 async def test_a_send_racing_a_resume_in_the_same_process_is_not_lost(processes: Processes) -> None:
     """
@@ -135,7 +148,9 @@ async def test_a_push_that_did_not_fit_at_take_is_delivered_once_room_is_made(pr
     await proxy.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="review18: a session ended for a refused message (1009) stays resumable in Redis")
+@pytest.mark.xfail(
+    strict=True, reason="review18: a session ended for a refused message (1009) stays resumable in Redis"
+)
 @pytest_twisted.ensureDeferred
 async def test_a_session_refused_for_a_message_is_ended_in_the_store(processes: Processes) -> None:
     """
@@ -161,7 +176,9 @@ async def test_a_session_refused_for_a_message_is_ended_in_the_store(processes: 
     client.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review18: a Redis that stops answering (SIGSTOP, blackhole) hangs writes forever")
+@pytest.mark.xfail(
+    strict=True, reason="review18: a Redis that stops answering (SIGSTOP, blackhole) hangs writes forever"
+)
 @pytest_twisted.ensureDeferred
 async def test_a_redis_that_stops_answering_is_not_a_hang(processes: Processes) -> None:
     """
@@ -186,7 +203,10 @@ async def test_a_redis_that_stops_answering_is_not_a_hang(processes: Processes) 
     client.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review18: a client message after handOver leaves the transport paused (restart waits closeTimeout)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="review18: a client message after handOver leaves the transport paused (restart waits closeTimeout)",
+)
 @pytest_twisted.ensureDeferred
 async def test_a_message_during_a_hand_over_does_not_stall_the_restart(processes: Processes) -> None:
     """
@@ -245,3 +265,30 @@ def test_a_malformed_url_never_shows_the_password(url: str, secret: str) -> None
         parseRedisURL(url)
     except ValueError as e:
         assert secret not in str(e), str(e)
+
+
+@pytest.mark.xfail(strict=True, reason="review18: session.data is emptied by every resume, even to the same process")
+@pytest_twisted.ensureDeferred
+async def test_session_data_lives_across_a_resume_to_the_same_process(processes: Processes) -> None:
+    """
+    docs/reliability.md: "keep per-client state on self.session.data (a dict
+    that lives across the client's connections)" and "in onOpen, check
+    self.resumed before re-subscribing" (README's example keeps topics
+    there).  With the Redis store every claim makes a new DurableSession
+    with an empty ``data``, even when the client comes back to the process
+    that holds the old object: a resumed client loses its subscriptions.
+    """
+    a = await processes.start()
+    proxy = FaultProxy(processes.number)
+    client = Client()
+    await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
+    first = a.sessions[0]
+    first.data["topics"] = ["news"]
+    await proxy.stop()
+    await until(lambda: first.protocol is None, lambda: "the drop")
+    proxy.listen()
+    await until(lambda: len(a.sessions) == 2 and a.sessions[1].protocol is not None, lambda: "the resume")
+    assert a.sessions[1].protocol.resumed
+    assert a.sessions[1].data.get("topics") == ["news"]
+    client.close()
+    await proxy.stop()
