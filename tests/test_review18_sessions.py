@@ -292,3 +292,57 @@ async def test_session_data_lives_across_a_resume_to_the_same_process(processes:
     assert a.sessions[1].data.get("topics") == ["news"]
     client.close()
     await proxy.stop()
+
+
+@pytest.mark.xfail(
+    strict=True, reason="review18: a CLAIM whose reply is lost orphans the session: its messages are lost unreported"
+)
+@pytest_twisted.ensureDeferred
+async def test_a_claim_whose_answer_is_lost_loses_nothing_silently(processes: Processes) -> None:
+    """
+    The Redis connection drops after CLAIM ran but before its answer (a
+    Redis restart, a reset): the claimant runs the connection plain and the
+    client declares its session lost; the old owner, told of the takeover,
+    reports the session *moved* (it lives elsewhere); nobody owns it, and
+    its unacknowledged server->client message expires with it in Redis,
+    reported by no onSessionExpired (the issue: "nothing silent").
+    """
+    from txheartbeat import StoreUnavailable
+
+    a = await processes.start()
+    proxy = FaultProxy(processes.number)
+    client = Client()
+    await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
+    session = a.sessions[0]
+    await proxy.stop()
+    await until(lambda: session.protocol is None, lambda: "the drop")
+    session.send("unacked-1")
+    await until(lambda: session.stream.sent == 1, lambda: "stored")
+    processes.number = 0  # (b listens on a port of its own)
+    b = await processes.start()
+    store = processes.stores[-1]
+    original = store._run
+
+    def answerLost(name: str, key: bytes, *args: Any) -> Any:
+        d = original(name, key, *args)
+        if name != "CLAIM":
+            return d
+
+        def lost(_: object) -> None:  # it ran in Redis; the answer never came back
+            store._run = original  # type: ignore[method-assign]
+            raise StoreUnavailable("the connection to Redis was lost (simulated) before its answer")
+
+        return d.addCallback(lost)
+
+    store._run = answerLost  # type: ignore[method-assign]
+    proxy.targetPort = processes.number
+    proxy.listen()
+
+    def reported() -> bool:
+        return any(kind == "expired" and "unacked-1" in s.unacked for kind, s in a.events + b.events)
+
+    await until(
+        lambda: "unacked-1" in client.got or reported(), lambda: f"a={a.events} b={b.events} lost={client.lost}"
+    )
+    client.close()
+    await proxy.stop()
