@@ -346,3 +346,45 @@ async def test_a_claim_whose_answer_is_lost_loses_nothing_silently(processes: Pr
     )
     client.close()
     await proxy.stop()
+
+
+@pytest.mark.xfail(
+    strict=True, reason="review18: an expiry whose END failed is reported, yet the session stays resumable"
+)
+@pytest_twisted.ensureDeferred
+async def test_a_session_reported_expired_cannot_be_resumed(processes: Processes) -> None:
+    """
+    The window runs out while Redis cannot be written (END fails with
+    StoreUnavailable): _expire reports the session expired with its
+    unacknowledged messages (the application may resend them elsewhere),
+    but the session is still in Redis, so the client's next connection
+    resumes it and gets the same messages again (a duplicate the
+    application was told was not delivered).
+    """
+    from twisted.internet.defer import fail
+
+    from txheartbeat import StoreUnavailable
+
+    a = await processes.start()
+    proxy = FaultProxy(processes.number)
+    client = Client()
+    await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
+    session = a.sessions[0]
+    await proxy.stop()
+    await until(lambda: session.protocol is None and session._expiry is not None, lambda: "the drop")
+    session.send("reported-never-acked")
+    await until(lambda: session.stream.sent == 1, lambda: "stored")
+    store = processes.stores[-1]
+    original = store.end
+    store.end = lambda key, epoch: fail(StoreUnavailable("Redis is not reachable (simulated)"))  # type: ignore[method-assign]
+    session._expiry.reset(0)  # (the window runs out now)
+    await until(lambda: a.events, lambda: "the expiry")
+    store.end = original  # type: ignore[method-assign]
+    assert a.events[0][0] == "expired" and session.unacked == ["reported-never-acked"]
+    proxy.listen()
+    await until(lambda: client.opens >= 2, lambda: "back")
+    a.sessions[-1].send("marker")
+    await until(lambda: "marker" in client.got, lambda: str(client.got))
+    assert "reported-never-acked" not in client.got and a.sessions[-1].resumeRefused
+    client.close()
+    await proxy.stop()
