@@ -43,7 +43,9 @@ class RedisServer:
 
     process: Optional["subprocess.Popen[bytes]"] = None
 
-    def __init__(self, persistent: bool = False) -> None:
+    def __init__(self, persistent: bool = False, password: Optional[str] = None) -> None:
+        #: clients must log in with this password (``requirepass``)
+        self.password = password
         #: keep the data in an append-only file (fsync every second), so that a restart keeps it
         self.persistent = persistent
         self.directory = tempfile.mkdtemp(prefix="txheartbeat-redis-")
@@ -52,8 +54,9 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0``"""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://127.0.0.1:PORT/0`` (``redis://:PASSWORD@...`` with a password)"""
+        login = f":{self.password}@" if self.password is not None else ""
+        return f"redis://{login}127.0.0.1:{self.port}/0"
 
     def start(self, port: Optional[int] = None) -> None:
         """
@@ -74,6 +77,8 @@ class RedisServer:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory]
         args += ["--save", "", "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "everysec"]
         args += ["--daemonize", "no", "--loglevel", "notice"]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert process.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT

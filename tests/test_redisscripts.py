@@ -127,6 +127,7 @@ def test_expiredSessions(client: Client) -> None:
         (scripts.END, (1,)),
         (scripts.PUSH, (100, 10000, b"tx", CHANNEL, D)),
         (scripts.TAKE, (TTL, 1, 100, 10000)),
+        (scripts.TOUCH, (TTL, 1)),
     ):
         assert refused(client, script, *args) == "EXPIRED"
     assert client.call("EXISTS", META, OUT, IN) == 0
@@ -204,8 +205,8 @@ def test_pushFromAnywhereIsNumberedByTheOwnerInOrder(redis: RedisServer, client:
     finally:
         listener.close()
     assert claim(client, 0) == [2, 0, 0, 2, b"town"]  # the claim tells the new owner two wait
-    assert run(client, scripts.TAKE, TTL, 2, 100, 10000) == [1, b"tx", b"by"]
-    assert run(client, scripts.TAKE, TTL, 2, 100, 10000) == [3]  # taken once
+    assert run(client, scripts.TAKE, TTL, 2, 100, 10000) == [1, 0, b"tx", b"by"]
+    assert run(client, scripts.TAKE, TTL, 2, 100, 10000) == [3, 0]  # taken once
     assert kept(client) == [b"own", b"x", b"y"]
     assert client.call("HMGET", META, "sent", "bytes") == [b"3", b"5"]
 
@@ -218,7 +219,17 @@ def test_pushAndTakeKeepTheBounds(client: Client) -> None:
     assert refused(client, scripts.PUSH, 3, 6, b"tccc", CHANNEL, D) == "FULL"  # 2 + 2 + 3 bytes > 6
     assert run(client, scripts.PUSH, 3, 6, b"tc", CHANNEL, D) == 2
     assert refused(client, scripts.PUSH, 3, 100, b"td", CHANNEL, D) == "FULL"  # 3 messages
-    assert run(client, scripts.TAKE, TTL, 1, 2, 100) == [1, b"tbb"]  # out may hold 2
+    assert run(client, scripts.TAKE, TTL, 1, 2, 100) == [1, 1, b"tbb"]  # out may hold 2; one still waits
     assert kept(client, IN) == [b"c"]
     record(client, 1, 1, 0)
-    assert run(client, scripts.TAKE, TTL, 1, 2, 100) == [2, b"tc"]
+    assert run(client, scripts.TAKE, TTL, 1, 2, 100) == [2, 0, b"tc"]
+
+
+def test_touchKeepsTheSessionForAnotherWindow(client: Client) -> None:
+    """The owner's touch sets every key's time to live to the window again; another owner's is refused."""
+    run(client, scripts.CREATE, 5000)
+    run(client, scripts.PUSH, 100, 10000, b"tx", CHANNEL, D)
+    assert run(client, scripts.TOUCH, 90000, 1) == 1
+    assert 85000 < int(client.call("PTTL", META)) <= 90000  # type: ignore[call-overload]
+    assert 85000 < int(client.call("PTTL", IN)) <= 90000  # type: ignore[call-overload]
+    assert refused(client, scripts.TOUCH, 90000, 2) == "FENCED"

@@ -92,7 +92,7 @@ class TakeoverMachine(RuleBasedStateMachine):
         while self.inbox and self._fits(moved, b"") and self._fitsBytes(moved, self.inbox[0]):
             moved.append(self.inbox.pop(0))
         self.sent.extend(moved)
-        assert answer == [first, *moved]
+        assert answer == [first, len(self.inbox), *moved]
 
     def _fitsBytes(self, extra: List[bytes], message: bytes) -> bool:
         return sum(len(m) - 1 for m in self._kept() + extra) + len(message) - 1 <= MAX_BYTES

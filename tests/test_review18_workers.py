@@ -9,7 +9,6 @@ import signal
 import socket
 from typing import Any, List
 
-import pytest
 from twisted.internet.task import Clock
 
 from txheartbeat._workers import READY_FD, Supervisor
@@ -36,7 +35,6 @@ class _Reactor(Clock):
         return transport
 
 
-@pytest.mark.xfail(strict=True, reason="review18: a rolling restart waits forever on a stopped (SIGSTOP) worker")
 def test_a_rolling_restart_continues_a_stopped_worker_before_terminating_it() -> None:
     """
     SIGHUP while a worker is stopped (the issue's SIGSTOP scenario): stop()

@@ -188,3 +188,32 @@ async def test_rolling_restart_exactly_once(redis: RedisServer) -> None:
         await serve.stop()
     check(client, serve, duplicatesAllowed=False)
     assert len(client.localPorts) >= 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_redis_password_is_on_no_command_line_and_in_no_output() -> None:
+    """serve --workers with a password in the store's URL: the workers get it in their environment, never on their command lines (ps), and nothing prints it."""
+    from .redisserver import missing
+
+    if missing() is not None:
+        pytest.skip(str(missing()))
+    if not os.path.exists("/proc/self/cmdline"):
+        pytest.skip("reads the workers' command lines in /proc (Linux)")
+    secret = "s3cret-in-url"
+    redis = RedisServer(password=secret)
+    redis.start()
+    serve = ServeProcess("--port", "0", "--resume", "--session-store", redis.url, "--workers", "2")
+    try:
+        await serve.line(r"all 2 workers ready")
+        for pid in serve.workers().values():
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                words = cmdline.read().split(b"\0")
+            assert b"--worker" in words and not any(secret.encode() in word for word in words)
+        client = Numbers()
+        await opened(connect(urlOf(serve), client, resume=True, reactor=_reactor, **CLIENT))
+        await until(lambda: client.sessionAddress is not None, lambda: "a session kept in Redis")
+        client.close()
+    finally:
+        await serve.stop()
+        redis.close()
+    assert not any(secret in line for line in serve.lines)

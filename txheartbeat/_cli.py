@@ -27,6 +27,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"txheartbeat: error: {message}\n")
 
 
+#: the environment variable ``serve --session-store`` defaults to (and that workers get it in)
+STORE_VARIABLE = "TXHEARTBEAT_SESSION_STORE"
 #: seconds ``serve --resume`` keeps a session for its client to come back
 RESUME_WINDOW = 60.0
 
@@ -197,10 +199,11 @@ def buildParser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--session-store",
-        default=None,
+        default=os.environ.get(STORE_VARIABLE) or None,
         metavar="URL",
         help="with --resume, keep sessions in Redis (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]): they survive a "
-        "restart or a crash, and every worker can resume any session",
+        f"restart or a crash, and every worker can resume any session. Default: ${STORE_VARIABLE} (a password "
+        "there stays out of the process list)",
     )
     s.add_argument(
         "--durability",
@@ -661,9 +664,11 @@ def _supervise(reactor: Any, args: argparse.Namespace, serveArgs: List[str]) -> 
         raise SystemExit(1) from None
     port = sock.getsockname()[1]
     ws = "wss" if args.tls is not None else "ws"
-    # The workers get the port the supervisor bound (also when it was 0).
-    serveArgs = [*serveArgs, "--port", str(port)]
-    supervisor = Supervisor(reactor, args.workers, sock, serveArgs, _say)
+    # The workers get the port the supervisor bound (also when it was 0), and the store's
+    # address in their environment: a password in it stays off their command lines.
+    serveArgs = [*_withoutOption(serveArgs, "--session-store"), "--port", str(port)]
+    env = {STORE_VARIABLE: args.session_store} if args.session_store else {}
+    supervisor = Supervisor(reactor, args.workers, sock, serveArgs, _say, env=env)
     store = f"; sessions in {_redacted(args.session_store)}" if args.session_store else ""
     if args.resume and args.session_store is None:
         _say("warning: sessions are per worker: a client back on another worker loses its session (--session-store)")
@@ -673,6 +678,20 @@ def _supervise(reactor: Any, args: argparse.Namespace, serveArgs: List[str]) -> 
     supervisor.start().addCallback(lambda _: _say(f"all {args.workers} workers ready"))
     forever: Deferred[None] = Deferred()
     return forever
+
+
+def _withoutOption(words: List[str], option: str) -> List[str]:
+    """``words`` without ``option VALUE`` or ``option=VALUE``."""
+    kept: List[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == option:
+            skip = True
+        elif not word.startswith(option + "="):
+            kept.append(word)
+    return kept
 
 
 def _redacted(url: str) -> str:

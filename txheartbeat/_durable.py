@@ -33,6 +33,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
@@ -58,6 +59,11 @@ _log = Logger(namespace="txheartbeat")
 #: the store may hold this many times the replay bounds: pushes from other
 #: processes (numbered by the owner) and the owner's own sends are each bounded by them
 _STORE_SLACK = 2
+
+
+#: what :meth:`DurableSessions.offerLater` answers when the store cannot say whether a
+#: resume took: the client is asked to try again later, with its token
+RETRY = "retry later"
 
 
 class StoreRefused(Exception):
@@ -104,8 +110,13 @@ class IDurableSessionStore(Interface):
     def ensureStarted() -> None:
         """Start connecting unless :meth:`start` was called (a server factory calls it when it starts)."""
 
-    def watch(takenOver: Callable[[bytes, int], None], waiting: Callable[[bytes], None]) -> None:
-        """Be told of takeovers (key, new epoch) and of messages pushed to a session (key)."""
+    def watch(
+        takenOver: Callable[[bytes, int], None], waiting: Callable[[bytes], None], ready: Callable[[], None]
+    ) -> None:
+        """Be told of takeovers (key, new epoch), of pushes to a session (key), and each time it is reachable."""
+
+    def touch(key: bytes, epoch: int, ttl: float) -> Deferred[None]:
+        """Keep the session another ``ttl`` seconds (it is on a connection of its owner)."""
 
     def create(key: bytes, ttl: float) -> Deferred[int]:
         """Make a session (epoch 1), kept ``ttl`` seconds from each write."""
@@ -123,8 +134,8 @@ class IDurableSessionStore(Interface):
 
     def take(
         key: bytes, epoch: int, maxMessages: int, maxBytes: int, ttl: float
-    ) -> Deferred[Tuple[int, List[Tuple[bytes, bool]]]]:
-        """Number the pushed messages that fit: ``(number of the first, messages)``."""
+    ) -> Deferred[Tuple[int, int, List[Tuple[bytes, bool]]]]:
+        """Number the pushed messages that fit: ``(number of the first, how many still wait, messages)``."""
 
     def end(key: bytes, epoch: int) -> Deferred[None]:
         """Forget the session (closed by its client, or expired here)."""
@@ -152,6 +163,12 @@ class DurableSession(ServerSession):
         self.redeliverUpTo = seen
         self._inflight: Deque[Tuple[bytes, bool]] = deque()  # sent to the store, not answered yet
         self._inflightBytes = 0
+        #: claims of this session by this process in flight: sends wait for their outcome (a send
+        #: made meanwhile with the old epoch would be refused, and must not be lost)
+        self._claiming = 0
+        self._waitingSends: Deque[Tuple[bytes, bool, bool]] = deque()
+        #: messages pushed from elsewhere that a take could not fit yet
+        self._waitingLeft = 0
         self._held: Deque[Tuple[bytes, bool]] = deque()  # received, waiting for the store's lease
         self._leasing = False
         self._taking = self._takeAgain = False
@@ -166,6 +183,7 @@ class DurableSession(ServerSession):
         refused.
         """
         pending = [p if b else p.decode("utf-8") for p, b in self._inflight]
+        pending += [p if b else p.decode("utf-8") for p, b, _ in self._waitingSends]
         return self.stream.unacked() + pending + (self.unsent if self.stream.ended else [])
 
     def send(self, data: Message) -> None:
@@ -187,13 +205,21 @@ class DurableSession(ServerSession):
         stream = self.stream
         inflight = self._inflight
         if limited and (
-            len(stream._buffer or ()) + len(inflight) >= stream.maxMessages
+            len(stream._buffer or ()) + len(inflight) + len(self._waitingSends) >= stream.maxMessages
             or stream.bufferedBytes + self._inflightBytes + len(payload) > stream.maxBytes
         ):
             raise SendQueueFull(
                 f"the replay buffer is full ({stream.sent - stream.acked + len(inflight)} messages not yet "
                 f"acknowledged by the peer; bounds {stream.maxMessages} messages, {stream.maxBytes} bytes): not sent"
             )
+        if self._claiming:
+            self._waitingSends.append((payload, isBinary, limited))
+            return
+        self._append(payload, isBinary, limited)
+
+    def _append(self, payload: bytes, isBinary: bool, limited: bool) -> None:
+        stream = self.stream
+        inflight = self._inflight
         inflight.append((payload, isBinary))
         self._inflightBytes += len(payload)
         sessions = self.sessions
@@ -207,7 +233,7 @@ class DurableSession(ServerSession):
             bound * stream.maxBytes,
             sessions.window,
         )
-        d.addCallbacks(self._stored, self._notStored)
+        d.addCallbacks(self._stored, self._notStored, errbackArgs=(self.epoch,))
 
     def _stored(self, number: int) -> None:
         payload, isBinary = self._inflight.popleft()
@@ -227,11 +253,36 @@ class DurableSession(ServerSession):
             protocol.replay([(payload, isBinary)])
             stream.written = stream.sent
 
-    def _notStored(self, failure: Failure) -> None:
+    def _notStored(self, failure: Failure, epoch: int) -> None:
         payload, isBinary = self._inflight.popleft()
         self._inflightBytes -= len(payload)
         self.unsent.append(payload if isBinary else payload.decode("utf-8"))
-        self.sessions.failed(self, failure)
+        self.sessions.failed(self, failure, epoch)
+
+    def claiming(self) -> None:
+        """This process claims the session again (its client came back here): sends wait for the outcome."""
+        self._claiming += 1
+
+    def claimed(self, epoch: int, stream: SessionStream, seen: int) -> None:
+        """The claim took: the same object carries on at ``epoch`` (its ``data`` kept); waiting sends go out first."""
+        self._claiming -= 1
+        self.epoch = epoch
+        self.stream = stream
+        self.seen = self.redeliverUpTo = seen
+        self._held.clear()
+        self._leasing = False
+        self._flushWaitingSends()
+
+    def notClaimed(self) -> None:
+        """The claim was refused or failed: the session carries on as it was."""
+        self._claiming -= 1
+        self._flushWaitingSends()
+
+    def _flushWaitingSends(self) -> None:
+        waiting = self._waitingSends
+        while waiting and not self._claiming and not self.gone:
+            payload, isBinary, limited = waiting.popleft()
+            self._append(payload, isBinary, limited)
 
     # Client→server: deliver within the lease, acknowledge what is stored ----------
 
@@ -242,6 +293,8 @@ class DurableSession(ServerSession):
         delivered at once if a previous owner may have delivered it already
         (flagged ``redelivered``).
         """
+        if self.gone:
+            return  # (nothing counts any more: never acknowledged, the client sends it again)
         if self._held or self.stream.received >= self.seen:
             self._held.append((data, isBinary))
             if not self._paused:
@@ -251,7 +304,7 @@ class DurableSession(ServerSession):
             return
         self._deliver(protocol, data, isBinary)
 
-    def _deliver(self, protocol: HeartbeatServerProtocol, data: bytes, isBinary: bool) -> None:
+    def _deliver(self, protocol: HeartbeatServerProtocol, data: bytes, isBinary: bool, record: bool = True) -> None:
         stream = self.stream
         # Counted first: an onMessage that raises still received it (else a resume would repeat it).
         due = stream.delivered(len(data))
@@ -264,19 +317,36 @@ class DurableSession(ServerSession):
         finally:
             if flagged:
                 del protocol.redelivered
-            if due or (flagged and stream.received == self.redeliverUpTo):
+            if record and (due or (flagged and stream.received == self.redeliverUpTo)):
                 self.record(protocol)
 
     def _extend(self, protocol: HeartbeatServerProtocol) -> None:
-        if self._leasing or self.gone:
+        if self.gone:
+            self._unpause(protocol)
+            return
+        if self._leasing:
             return
         self._leasing = True
         target = self.stream.received + len(self._held) + self.sessions.durable.lead
         self._write(target).addCallback(self._extended, protocol, target)
 
+    def _unpause(self, protocol: HeartbeatServerProtocol) -> None:
+        if self._paused:
+            self._paused = False
+            if protocol.transport is not None:
+                protocol.transport.resumeProducing()
+
+    def deliverHeld(self, protocol: HeartbeatServerProtocol) -> None:
+        """The client ends the session (its close frame): what it sent before is delivered now, lease or not."""
+        held = self._held
+        while held and protocol.session is self:
+            self._deliver(protocol, *held.popleft(), record=False)
+        held.clear()
+
     def _extended(self, ok: bool, protocol: HeartbeatServerProtocol, target: int) -> None:
         self._leasing = False
         if not ok or self.gone:
+            self._unpause(protocol)
             return
         self.seen = max(self.seen, target)
         held = self._held
@@ -291,17 +361,15 @@ class DurableSession(ServerSession):
             if protocol.session is self:
                 self._extend(protocol)
             return
-        if self._paused:
-            self._paused = False
-            if protocol.session is self and protocol.transport is not None:
-                protocol.transport.resumeProducing()
+        self._unpause(protocol)
 
     def record(self, protocol: Optional[HeartbeatServerProtocol]) -> None:
         """Store the counts; then acknowledge to the client on ``protocol`` (``None``: only trim the store)."""
         stream = self.stream
         value = stream.received
-        stream.ackSent = value  # (told, or about to be: no second acknowledgement is due meanwhile)
-        stream._inBytes = 0
+        if protocol is not None:
+            stream.ackSent = value  # (told, or about to be: no second acknowledgement is due meanwhile)
+            stream._inBytes = 0
         d = self._write(self.seen)
         if protocol is not None:
             d.addCallback(self._recorded, protocol, value)
@@ -316,15 +384,16 @@ class DurableSession(ServerSession):
             return succeed(False)
         stream = self.stream
         received = stream.received
-        d = self.sessions.durable.record(self.key, self.epoch, stream.acked, received, seen, self.sessions.window)
+        epoch = self.epoch
+        d = self.sessions.durable.record(self.key, epoch, stream.acked, received, seen, self.sessions.window)
 
         def stored(_: object) -> bool:
-            if stream.durable is None or stream.durable < received:
+            if self.epoch == epoch and (stream.durable is None or stream.durable < received):
                 stream.durable = received
-            return True
+            return self.epoch == epoch
 
         def refused(failure: Failure) -> bool:
-            self.sessions.failed(self, failure)
+            self.sessions.failed(self, failure, epoch)
             return False
 
         return d.addCallbacks(stored, refused)
@@ -342,11 +411,12 @@ class DurableSession(ServerSession):
         stream = self.stream
         sessions = self.sessions
         d = sessions.durable.take(self.key, self.epoch, stream.maxMessages, stream.maxBytes, sessions.window)
-        d.addCallbacks(self._taken, self._notTaken)
+        d.addCallbacks(self._taken, self._notTaken, errbackArgs=(self.epoch,))
 
-    def _taken(self, answer: Tuple[int, List[Tuple[bytes, bool]]]) -> None:
+    def _taken(self, answer: Tuple[int, int, List[Tuple[bytes, bool]]]) -> None:
         self._taking = False
-        first, messages = answer
+        first, left, messages = answer
+        self._waitingLeft = left
         for offset, (payload, isBinary) in enumerate(messages):
             if self.gone:
                 return
@@ -355,9 +425,14 @@ class DurableSession(ServerSession):
             self._takeAgain = False
             self.take()
 
-    def _notTaken(self, failure: Failure) -> None:
+    def _notTaken(self, failure: Failure, epoch: int) -> None:
         self._taking = False
-        self.sessions.failed(self, failure)
+        self.sessions.failed(self, failure, epoch)
+
+    def roomMade(self) -> None:
+        """The client acknowledged messages: pushed ones that did not fit may now."""
+        if self._waitingLeft and self.protocol is not None:
+            self.take()
 
 
 class DurableSessions(ServerSessions):
@@ -368,8 +443,14 @@ class DurableSessions(ServerSessions):
     ) -> None:
         super().__init__(factory, window, maxMessages, maxBytes, MemorySessionStore())
         self.durable = store
-        store.watch(self._takenOver, self._waiting)
+        store.watch(self._takenOver, self._waiting, self._storeReady)
         self._byKey: Dict[bytes, DurableSession] = {}
+        #: sessions ended here while the store was unreachable: ended there once it is back
+        self._toEnd: Dict[bytes, int] = {}
+        # The store forgets a session a resume window after its last write: sessions on a
+        # connection (which may write nothing for long) are refreshed three times a window.
+        self._touch = LoopingCall(self._touchAttached)
+        self._touch.clock = factory.reactor
 
     def offerLater(self, offer: Offer) -> Deferred[Optional[Tuple[ServerSession, bool, str]]]:
         """
@@ -381,21 +462,39 @@ class DurableSessions(ServerSessions):
         if token is None:
             return self._create(False)
         key = tokenKey(token)
+        if key in self._toEnd:  # (ended and reported here while the store was down: it ends there first)
+            self._end(key, self._toEnd.pop(key))
+        local = self._byKey.get(key)
+        if local is not None:
+            local.claiming()  # (its client is back here: the same object carries on)
         d = self.durable.claim(key, offer.received, self.window)
 
         def claimed(claim: Claimed) -> Tuple[ServerSession, bool, str]:
-            self._retire(key)
             stream = SessionStream.restored(
                 self.maxMessages, self.maxBytes, offer.received, claim.received, claim.messages
             )
-            session = DurableSession(token, stream, self, claim.epoch, claim.seen)
+            if local is not None and self._byKey.get(key) is local and not local.gone:
+                protocol, local.protocol = local.protocol, None
+                if protocol is not None:
+                    protocol.letGo()  # (a half-open connection the client gave up on)
+                local.claimed(claim.epoch, stream, claim.seen)
+                session = local
+            else:
+                if local is not None:
+                    local.notClaimed()
+                self._retire(key)
+                session = DurableSession(token, stream, self, claim.epoch, claim.seen)
             session._waiting = claim.waiting
             return session, True, formatHeader(token, claim.received, True)
 
         def notClaimed(failure: Failure) -> Any:
+            if local is not None:
+                local.notClaimed()
             if failure.check(StoreRefused):
                 return self._create(True)
-            return self._unreachable(failure, "a resume")
+            # Whether the claim ran is unknown: the client is asked to come back with its token.
+            self._unreachable(failure, "a resume")
+            return RETRY
 
         return d.addCallbacks(claimed, notClaimed)
 
@@ -441,6 +540,18 @@ class DurableSessions(ServerSessions):
             session._expiry = None
         self._byKey[session.key] = session
         self.store.add(session)
+        if not self._touch.running:
+            self._touch.start(self.window / 3, now=False)
+
+    def _touchAttached(self) -> None:
+        attached = [s for s in self._byKey.values() if s.protocol is not None and not s.gone]
+        if not attached:
+            self._touch.stop()
+            return
+        for session in attached:
+            epoch = session.epoch
+            d = self.durable.touch(session.key, epoch, self.window)
+            d.addErrback(lambda f, s=session, e=epoch: self.failed(s, f, e))
 
     def orphan(self, session: ServerSession) -> None:
         """A session was claimed or made for a connection that closed before it opened: kept for the window."""
@@ -469,7 +580,9 @@ class DurableSessions(ServerSessions):
         def ended(result: object) -> None:
             if isinstance(result, Failure) and getattr(result.value, "code", None) == "FENCED":
                 self._moved(session)
-            elif not session.gone:  # (ended in the store, or gone from it already)
+            elif not session.gone:  # (ended in the store, gone from it already, or to be ended once it is back)
+                if isinstance(result, Failure) and result.check(StoreUnavailable):
+                    self._toEnd[session.key] = session.epoch
                 self._forget(session)
                 session.stream.ended = True
                 self._report(session)
@@ -483,7 +596,26 @@ class DurableSessions(ServerSessions):
         self._forget(session)
         session.stream.ended = True
         if first:
-            self.durable.end(session.key, session.epoch).addErrback(lambda _: None)  # (gone already: same outcome)
+            self._end(session.key, session.epoch)
+
+    def _end(self, key: bytes, epoch: int) -> None:
+        def notEnded(failure: Failure) -> None:
+            if failure.check(StoreUnavailable):
+                self._toEnd[key] = epoch  # (ended once the store is back: no resume may find it)
+
+        self.durable.end(key, epoch).addErrback(notEnded)
+
+    def _storeReady(self) -> None:
+        """The store is reachable again: end there what ended here meanwhile (before any client resumes it)."""
+        toEnd, self._toEnd = self._toEnd, {}
+        for key, epoch in toEnd.items():
+            self._end(key, epoch)
+
+    def close(self, session: ServerSession) -> None:
+        """The client ended ``session`` (its close frame): what it sent before is delivered first."""
+        if isinstance(session, DurableSession) and session.protocol is not None and not session.gone:
+            session.deliverHeld(session.protocol)
+        super().close(session)
 
     def _forget(self, session: DurableSession) -> None:
         session.gone = True
@@ -528,6 +660,8 @@ class DurableSessions(ServerSessions):
     def stop(self) -> None:
         """The server stopped listening: sessions waiting for their client are released to the store (not expired)."""
         self.stopped = True
+        if self._touch.running:
+            self._touch.stop()
         for session in list(self.store):
             assert isinstance(session, DurableSession)
             if session.protocol is None:
@@ -537,7 +671,8 @@ class DurableSessions(ServerSessions):
 
     def _takenOver(self, key: bytes, epoch: int) -> None:
         session = self._byKey.get(key)
-        if session is not None and session.epoch < epoch:
+        # (while this process claims it, the claim's answer settles it; a later write is fenced if need be)
+        if session is not None and session.epoch < epoch and not session._claiming:
             self._moved(session)
 
     def _waiting(self, key: bytes) -> None:
@@ -545,14 +680,16 @@ class DurableSessions(ServerSessions):
         if session is not None and session.protocol is not None:
             session.take()
 
-    def failed(self, session: DurableSession, failure: Failure) -> None:
-        """A write for ``session`` failed: moved (fenced), or lost (expired, refused, store unreachable)."""
-        if session.gone:
-            return
+    def failed(self, session: DurableSession, failure: Failure, epoch: int) -> None:
+        """A write made at ``epoch`` failed: moved (fenced), or lost (expired, refused, store unreachable)."""
+        if session.gone or epoch != session.epoch:
+            return  # (a write of before this process claimed the session again: the claim settled it)
         if getattr(failure.value, "code", None) == "FENCED":
             self._moved(session)
-        else:
-            self.lost(session, failure.getErrorMessage())
+            return
+        if failure.check(StoreUnavailable):
+            self._toEnd[session.key] = epoch  # (reported lost here: ended there once it is back)
+        self.lost(session, failure.getErrorMessage())
 
     def _moved(self, session: DurableSession) -> None:
         if session.gone:

@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._durable import DurableSession, DurableSessions, IDurableSessionStore, sendToMemory
+from ._durable import RETRY, DurableSession, DurableSessions, IDurableSessionStore, sendToMemory
 from ._errors import NotConnected, ProtocolError
 from ._handler import Message, encodeMessage
 from ._heartbeat import checkByteCount, checkInterval
@@ -199,6 +199,10 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         self._offered(sessions.offer(offer), subprotocol, headers, offer.received)
 
     def _offered(self, answer: Any, subprotocol: Any, headers: Any, received: int) -> None:
+        if answer is RETRY:  # (the store cannot say whether the resume took: the client keeps its token and retries)
+            if self.state == WebSocketProtocol.STATE_CONNECTING:
+                self.failHandshake("the session store is unavailable: try again", 503, [("Retry-After", "1")])
+            return
         if answer is None:  # (the store cannot be reached: a plain connection; the client reports its session lost)
             super().succeedHandshake((subprotocol, headers))
             return
@@ -328,6 +332,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
         session = self.session
         if type(session) is DurableSession and stream is not None and stream.acked != acked:
             session.record(None)  # the store drops what the client has (its bounds follow this side's)
+            session.roomMade()
 
     def letGo(self) -> None:
         """The session moved to another connection or process: nothing more from this one counts."""
@@ -451,7 +456,7 @@ class HeartbeatServerProtocol(HeartbeatMixin, WebSocketServerProtocol):  # type:
             if answered is not None and isinstance(sessions, DurableSessions):
                 sessions.orphan(answered[0])
             return
-        if answered is None:  # the store cannot be reached: the page tries again later
+        if answered is None or answered is RETRY:  # the store cannot be reached: the page tries again later
             self._fail_connection(1013, "the session store is unavailable: try again later")
             return
         session, resumed, header = answered

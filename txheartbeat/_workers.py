@@ -50,6 +50,12 @@ def listenShared(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _cancel(result: object, call: Any) -> object:
+    if call.active():
+        call.cancel()
+    return result
+
+
 def adopt(reactor: Any, factory: Any, host: str, tls: Any = None) -> Any:
     """In a worker: listen on the socket the supervisor handed over (with TLS if given)."""
     if tls is not None:
@@ -113,6 +119,8 @@ class Supervisor:
         workerArgs: Sequence[str],
         say: Callable[[str], None],
         command: Optional[Sequence[str]] = None,
+        stopTimeout: float = 30.0,
+        env: Optional[Dict[str, str]] = None,
     ) -> None:
         self.reactor = reactor
         self.count = count
@@ -125,6 +133,10 @@ class Supervisor:
         self.stopping = False
         self._delays: Dict[int, float] = {}
         self._rolling: Optional[Deferred[None]] = None
+        #: seconds a worker asked to stop may take before it is killed (SIGKILL)
+        self.stopTimeout = stopTimeout
+        #: added to the workers' environment (e.g. a Redis URL with its password: never on a command line)
+        self.env = dict(env or {})
         self._spawnWaiters: Dict[int, List[Deferred[Optional[_Worker]]]] = {}
 
     def _nextSpawn(self, index: int) -> Deferred[Optional[_Worker]]:
@@ -143,7 +155,7 @@ class Supervisor:
             worker,
             args[0],
             args,
-            env=dict(os.environ),
+            env={**os.environ, **self.env},
             childFDs={0: "w", 1: 1, 2: 2, LISTEN_FD: self.sock.fileno(), READY_FD: "r"},
         )
         self.workers[index] = worker
@@ -184,8 +196,12 @@ class Supervisor:
                 if worker is None or self.stopping:
                     continue
                 spawned = self._nextSpawn(index)
+                worker.signal(signal.SIGCONT)  # (a stopped worker cannot act on SIGTERM)
                 worker.signal(signal.SIGTERM)
+                kill = self.reactor.callLater(self.stopTimeout, worker.signal, signal.SIGKILL)
                 await worker.ended
+                if kill.active():
+                    kill.cancel()
                 replacement = await spawned
                 if replacement is not None:
                     await replacement.ready
@@ -210,5 +226,7 @@ class Supervisor:
         for worker in list(self.workers.values()):
             worker.signal(signal.SIGCONT)  # (a stopped worker cannot act on SIGTERM)
             worker.signal(signal.SIGTERM)
+            kill = self.reactor.callLater(self.stopTimeout, worker.signal, signal.SIGKILL)
+            worker.ended.addBoth(_cancel, kill)
             ended.append(worker.ended)
         return DeferredList(ended).addCallback(lambda _: None) if ended else succeed(None)

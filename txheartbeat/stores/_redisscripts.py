@@ -142,14 +142,14 @@ return n
 """
 
 #: KEYS meta, out, in; ARGV ttl_ms, epoch, maxMessages, maxBytes ->
-#: {number of the first, message...}: the inbox's messages that fit, numbered in
-#: order (moved to ``out``), or error EXPIRED / FENCED
+#: {number of the first, how many still wait, message...}: the inbox's messages that
+#: fit, numbered in order (moved to ``out``), or error EXPIRED / FENCED
 TAKE = """
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'base', 'sent', 'bytes')
 if not meta[1] then return redis.error_reply('EXPIRED no such session (expired or never made)') end
 if meta[1] ~= ARGV[2] then return redis.error_reply('FENCED another owner took the session over') end
 local kept, bytes, sent = tonumber(meta[3]) - tonumber(meta[2]), tonumber(meta[4]), tonumber(meta[3])
-local answer = {sent}
+local answer = {sent, 0}
 while kept < tonumber(ARGV[3]) do
   local m = redis.call('LINDEX', KEYS[3], 0)
   if not m or bytes + string.len(m) - 1 > tonumber(ARGV[4]) then break end
@@ -158,8 +158,9 @@ while kept < tonumber(ARGV[3]) do
   kept, bytes = kept + 1, bytes + string.len(m) - 1
   answer[#answer + 1] = m
 end
-if #answer > 1 then
-  redis.call('HSET', KEYS[1], 'sent', sent + #answer - 1, 'bytes', bytes)
+answer[2] = redis.call('LLEN', KEYS[3])
+if #answer > 2 then
+  redis.call('HSET', KEYS[1], 'sent', sent + #answer - 2, 'bytes', bytes)
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
   redis.call('PEXPIRE', KEYS[3], ARGV[1])
@@ -167,5 +168,27 @@ end
 return answer
 """
 
+#: KEYS meta, out, in; ARGV ttl_ms, epoch -> 1, or error EXPIRED / FENCED: the owner keeps the
+#: session another window (it is on a connection, and may write nothing for long)
+TOUCH = (
+    _TRIM
+    + """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return redis.error_reply('EXPIRED no such session (expired or never made)') end
+if epoch ~= ARGV[2] then return redis.error_reply('FENCED another owner took the session over') end
+refresh(ARGV[1])
+return 1
+"""
+)
+
 #: every script, by name (loaded on each connection)
-SCRIPTS = {"CREATE": CREATE, "CLAIM": CLAIM, "APPEND": APPEND, "RECORD": RECORD, "END": END, "PUSH": PUSH, "TAKE": TAKE}
+SCRIPTS = {
+    "CREATE": CREATE,
+    "CLAIM": CLAIM,
+    "APPEND": APPEND,
+    "RECORD": RECORD,
+    "END": END,
+    "PUSH": PUSH,
+    "TAKE": TAKE,
+    "TOUCH": TOUCH,
+}

@@ -46,7 +46,12 @@ def parseRedisURL(url: str) -> RedisAddress:
             raise ValueError
     except ValueError:
         raise ValueError("the Redis address's port is not a number 1-65535: write redis://HOST:PORT/DB") from None
-    shown = url.replace(parts.netloc, parts.netloc.rpartition("@")[2], 1) if parts.netloc else url
+    # Shown without anything before the last "@": a password may hold "#", "?" or "/", where
+    # urlsplit ends the netloc, so the netloc is no guide to where the credentials end.
+    shown = url
+    if "@" in url:
+        scheme, sep, _ = url.partition("://")
+        shown = (scheme + sep if sep else "") + "***@" + url.rpartition("@")[2]
     if parts.scheme != "redis":
         what = f"{parts.scheme}://" if parts.scheme else "no scheme"
         raise ValueError(

@@ -103,8 +103,14 @@ class RespProtocol(Protocol):
     #: called with each pub/sub message (``[b"message", channel, data]``) on a subscriber connection
     onPush: Optional[Callable[[List[Reply]], None]] = None
 
+    #: the reactor (for the reply timeout) and the seconds a reply may take (``None``: forever)
+    clock: Any = None
+    timeout: Optional[float] = None
+    _timer: Any = None
+
     def __init__(self) -> None:
         self._waiting: Deque[Deferred[Reply]] = deque()
+        self._sentAt: Deque[float] = deque()
         self._buffer = b""
         self.connected = False
         self._lost: List[Deferred[None]] = []
@@ -118,8 +124,24 @@ class RespProtocol(Protocol):
             return fail(StoreUnavailable("the connection to Redis is closed"))
         d: Deferred[Reply] = Deferred()
         self._waiting.append(d)
+        if self.timeout is not None:
+            self._sentAt.append(self.clock.seconds())
+            if self._timer is None:
+                self._timer = self.clock.callLater(self.timeout, self._overdue)
         self.transport.write(encode(words))
         return d
+
+    def _overdue(self) -> None:
+        self._timer = None
+        if not self._sentAt or not self.connected:
+            return
+        late = self.clock.seconds() - self._sentAt[0]
+        assert self.timeout is not None
+        if late < self.timeout:
+            self._timer = self.clock.callLater(self.timeout - late, self._overdue)
+            return
+        _log.warn("txheartbeat: Redis did not answer within {t:g} s: reconnecting", t=self.timeout)
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -148,6 +170,8 @@ class RespProtocol(Protocol):
         if not self._waiting:
             return  # (a subscription's confirmation)
         d = self._waiting.popleft()
+        if self._sentAt:
+            self._sentAt.popleft()
         if isinstance(reply, ReplyError):
             d.errback(reply)
         else:
@@ -155,6 +179,10 @@ class RespProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._sentAt.clear()
         waiting, self._waiting = self._waiting, deque()
         why = reason.getErrorMessage() if reason is not None else "closed"
         for d in waiting:
@@ -174,14 +202,17 @@ class RespProtocol(Protocol):
 
 
 class _RespFactory(Factory):
-    # (the push handler is set here: ClientService hands out a proxy of the protocol)
-    def __init__(self, onPush: Optional[Callable[[List[Reply]], None]]) -> None:
+    # (set here: ClientService hands out a proxy of the protocol)
+    def __init__(self, onPush: Optional[Callable[[List[Reply]], None]], clock: Any, timeout: Optional[float]) -> None:
         self.onPush = onPush
+        self.clock = clock
+        self.timeout = timeout
 
     def buildProtocol(self, addr: Any) -> RespProtocol:
         protocol = RespProtocol()
         protocol.factory = self
         protocol.onPush = self.onPush
+        protocol.clock, protocol.timeout = self.clock, self.timeout
         return protocol
 
 
@@ -203,6 +234,7 @@ class RedisLink:
         prepare: Callable[[RespProtocol], Any],
         onPush: Optional[Callable[[List[Reply]], None]] = None,
         name: str = "commands",
+        timeout: Optional[float] = None,
     ) -> None:
         self.address = address
         self._prepare = prepare
@@ -212,7 +244,7 @@ class RedisLink:
         self.connections = 0
         self._downSince: Optional[float] = None
         self._reactor = reactor
-        factory = _RespFactory(onPush)
+        factory = _RespFactory(onPush, reactor, timeout)
         endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=5)
         self._service = ClientService(
             endpoint,

@@ -67,6 +67,11 @@ class RedisSessionStore:
         and after a ``kill -9`` up to 32 more messages per session come
         again, all flagged ``redelivered``.  Nothing is lost in either mode;
         server→client messages are always stored before they are sent.
+    :param replyTimeout: seconds Redis may take to answer before its
+        connection is dropped (every write waiting then fails with
+        :class:`txheartbeat.StoreUnavailable`, and the connection is made
+        again): a Redis that stops answering (paused, partitioned) is never
+        a hang.
     :param reactor: the reactor every connection and timer runs on
         (default: the global one, looked up when needed).
 
@@ -77,7 +82,7 @@ class RedisSessionStore:
     write fails at once with :class:`txheartbeat.StoreUnavailable`.
     """
 
-    def __init__(self, url: str, *, durability: str = "write", reactor: Any = None) -> None:
+    def __init__(self, url: str, *, durability: str = "write", replyTimeout: float = 5.0, reactor: Any = None) -> None:
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {', '.join(map(repr, DURABILITY))}, got {durability!r}")
         self.address = parseRedisURL(url)
@@ -92,8 +97,11 @@ class RedisSessionStore:
         self._shas: Dict[str, bytes] = {}
         self._takenOver: Optional[Callable[[bytes, int], None]] = None
         self._waiting: Optional[Callable[[bytes], None]] = None
-        self._commands = RedisLink(reactor, self.address, self._loadScripts, name="commands")
-        self._events = RedisLink(reactor, self.address, self._subscribe, onPush=self._announced, name="events")
+        self._ready: Optional[Callable[[], None]] = None
+        self._commands = RedisLink(reactor, self.address, self._loadScripts, name="commands", timeout=replyTimeout)
+        self._events = RedisLink(
+            reactor, self.address, self._subscribe, onPush=self._announced, name="events", timeout=replyTimeout
+        )
         self._started = False
         #: commands sent (one per write; a benchmark's count of Redis round trips per message)
         self.commands = 0
@@ -144,6 +152,8 @@ class RedisSessionStore:
 
         def loaded(shas: List[Any]) -> None:
             self._shas = dict(zip(SCRIPTS, shas, strict=True))
+            if self._ready is not None:
+                self._ready()  # (its first commands go out before anyone else's on this connection)
 
         return DeferredList(loads, fireOnOneErrback=True, consumeErrors=True).addCallback(
             lambda results: loaded([sha for _, sha in results])
@@ -152,9 +162,14 @@ class RedisSessionStore:
     def _subscribe(self, protocol: RespProtocol) -> Deferred[Any]:
         return protocol.call("SUBSCRIBE", CHANNEL)
 
-    def watch(self, takenOver: Callable[[bytes, int], None], waiting: Callable[[bytes], None]) -> None:
-        """Be told of takeovers and of messages pushed to a session (a server's sessions call this)."""
-        self._takenOver, self._waiting = takenOver, waiting
+    def watch(
+        self,
+        takenOver: Callable[[bytes, int], None],
+        waiting: Callable[[bytes], None],
+        ready: Optional[Callable[[], None]] = None,
+    ) -> None:
+        """Be told of takeovers, of pushes to a session, and each time Redis is reachable (a server's sessions)."""
+        self._takenOver, self._waiting, self._ready = takenOver, waiting, ready
 
     def _announced(self, push: List[Any]) -> None:
         words = push[-1].split()
@@ -214,13 +229,17 @@ class RedisSessionStore:
 
     def take(
         self, key: bytes, epoch: int, maxMessages: int, maxBytes: int, ttl: float
-    ) -> Deferred[Tuple[int, List[Tuple[bytes, bool]]]]:
-        """Number what was pushed (what fits)."""
+    ) -> Deferred[Tuple[int, int, List[Tuple[bytes, bool]]]]:
+        """Number what was pushed (what fits; how many still wait)."""
 
-        def taken(answer: List[Any]) -> Tuple[int, List[Tuple[bytes, bool]]]:
-            return int(answer[0]), [_message(m) for m in answer[1:]]
+        def taken(answer: List[Any]) -> Tuple[int, int, List[Tuple[bytes, bool]]]:
+            return int(answer[0]), int(answer[1]), [_message(m) for m in answer[2:]]
 
         return self._run("TAKE", key, _ms(ttl), epoch, maxMessages, maxBytes).addCallback(taken)
+
+    def touch(self, key: bytes, epoch: int, ttl: float) -> Deferred[None]:
+        """Keep a session another ``ttl`` seconds (its owner serves it on a connection)."""
+        return self._run("TOUCH", key, _ms(ttl), epoch)
 
     def end(self, key: bytes, epoch: int) -> Deferred[None]:
         """Forget a session."""
