@@ -74,7 +74,7 @@ class Fleet(HeartbeatHandler):
 async def main(args: argparse.Namespace) -> None:
     fleet = [Fleet() for _ in range(args.count)]
     for client in fleet:
-        connect(args.url, client, resume=True, reactor=reactor, pingInterval=5.0, pongTimeout=3.0, maxDelay=5.0)
+        connect(args.url, client, resume=True, reactor=reactor, pingInterval=2.0, pongTimeout=2.0, maxDelay=5.0)
     await deferLater(reactor, 3.0, lambda: None)
     loops = []
     for client in fleet:

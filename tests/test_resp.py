@@ -91,3 +91,25 @@ def test_garbage_is_refused() -> None:
     assert protocol.transport.disconnected  # (StringTransport.abortConnection)
     protocol.connectionLost(None)  # (what the abort brings)
     assert outcome(d).check(StoreUnavailable)
+
+
+def test_redis_that_does_not_answer_is_dropped_after_the_timeout_but_a_stalled_process_is_not_blamed() -> None:
+    """No reply within the timeout: the connection is aborted (waiting commands then fail); a check that itself ran late (this process stalled) gives Redis a fresh timeout instead."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    protocol = connected()
+    protocol.clock, protocol.timeout = clock, 5.0
+    d = protocol.call("X")
+    clock.advance(4.9)
+    assert not protocol.transport.disconnected and outcome(d) == "pending"
+    clock.advance(0.2)
+    assert protocol.transport.disconnected  # (aborted: connectionLost fails what waits)
+
+    stalled = connected()
+    stalled.clock, stalled.timeout = clock, 5.0
+    d = stalled.call("Y")
+    clock.advance(30)  # one jump: the reactor did not run for 30 s (SIGSTOP)
+    assert not stalled.transport.disconnected
+    stalled.dataReceived(b"+OK\r\n")  # the answer was waiting in the socket
+    assert outcome(d) == b"OK" and clock.getDelayedCalls() == []

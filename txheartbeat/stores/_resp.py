@@ -107,6 +107,7 @@ class RespProtocol(Protocol):
     clock: Any = None
     timeout: Optional[float] = None
     _timer: Any = None
+    _due = 0.0
 
     def __init__(self) -> None:
         self._waiting: Deque[Deferred[Reply]] = deque()
@@ -127,6 +128,7 @@ class RespProtocol(Protocol):
         if self.timeout is not None:
             self._sentAt.append(self.clock.seconds())
             if self._timer is None:
+                self._due = self.clock.seconds() + self.timeout
                 self._timer = self.clock.callLater(self.timeout, self._overdue)
         self.transport.write(encode(words))
         return d
@@ -135,9 +137,15 @@ class RespProtocol(Protocol):
         self._timer = None
         if not self._sentAt or not self.connected:
             return
-        late = self.clock.seconds() - self._sentAt[0]
+        now = self.clock.seconds()
         assert self.timeout is not None
+        if now - self._due > min(1.0, self.timeout / 2):
+            # This check itself ran late: this process was stalled (SIGSTOP, a long GC, a busy
+            # reactor), not Redis; the replies may be in the socket unread. Redis gets a fresh timeout.
+            self._sentAt = deque(now for _ in self._sentAt)
+        late = now - self._sentAt[0]
         if late < self.timeout:
+            self._due = now + self.timeout - late
             self._timer = self.clock.callLater(self.timeout - late, self._overdue)
             return
         _log.warn("txheartbeat: Redis did not answer within {t:g} s: reconnecting", t=self.timeout)
@@ -172,6 +180,9 @@ class RespProtocol(Protocol):
         d = self._waiting.popleft()
         if self._sentAt:
             self._sentAt.popleft()
+            if not self._sentAt and self._timer is not None:
+                self._timer.cancel()  # (nothing waits: no timer outlives what it watches)
+                self._timer = None
         if isinstance(reply, ReplyError):
             d.errback(reply)
         else:
