@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import storm  # benchmarks/storm.py, next to this file: the node cache and the worker-process plumbing
-from common import cpuSeconds, machine, raiseFileLimit, rssBytes, say
+from common import cpuSeconds, machine, raiseFileLimit, reprinted, rssBytes, savedRuns, say
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -298,9 +298,13 @@ def idleEnd(
             peer = Peer([*node, "server", "0", "4096"], env, cpu=1)
             procs.append(peer)
             port = peer.need("port", 30)["port"]
-            # The clients trust the test certificate as the system's roots
-            # (SSL_CERT_FILE): each kind's default verified context is measured.
-            env = {**pythonEnv(code, kind), **({"SSL_CERT_FILE": cert["cert"]} if tls else {})}
+            # The clients trust the test certificate as one of the system's roots
+            # (SSL_CERT_FILE: roots.pem, the system's bundle and it, where
+            # benchmarks/tls.py found the bundle): each kind's default verified
+            # context is measured, as it loads on a real machine.
+            roots = os.path.join(tls, "roots.pem")
+            roots = roots if os.path.exists(roots) else cert["cert"]
+            env = {**pythonEnv(code, kind), **({"SSL_CERT_FILE": roots} if tls else {})}
             python = pythonWorker("clients", env, url=f"{scheme}://127.0.0.1:{port}/", **measured)
             procs.append(python)
         got = python.need("connections", openFor + settle + window + 120)
@@ -1581,11 +1585,9 @@ def main() -> None:
         choices=["frozen", "frozen-reconnect", "server", "client"],
         help="instead: one txheartbeat run of D, A or B with the process measured under cProfile (top 15 by tottime)",
     )
-    parser.add_argument("--json", help="also save the raw figures to this file")
-    parser.add_argument("--report", metavar="JSON", help="reprint the tables of a run saved with --json, and exit")
+    savedRuns(parser)
     args = parser.parse_args()
-    if args.report:
-        print("\n".join(markdown(json.loads(Path(args.report).read_text()))))
+    if reprinted(args, markdown):
         return
     settings = options(args.quick)
     for name in ("count", "window", "ping", "runs", "breakdown"):

@@ -16,8 +16,8 @@ A. Server end: one Python server, N Node ``ws`` clients over ``wss://`` that
    behind Twisted's ``CertificateOptions`` (what an ``ssl:`` endpoint string or
    ``PrivateCertificate.options()`` makes).
 B. Client end: N Python clients in one process, one Node ``ws`` ``wss://``
-   server.  The clients verify it against the system's roots, which are the
-   certificate (``SSL_CERT_FILE``): txheartbeat with its default context,
+   server.  The clients verify it against the system's roots, the system's
+   bundle and the certificate (``SSL_CERT_FILE``): txheartbeat with its default context,
    plain Autobahn (one shared factory) with one ``optionsForClientTLS``.
 C. Per connection in the same runs at N = 2,000: bytes held by the C
    allocator (``mallinfo2``: OpenSSL's allocations and Python objects over
@@ -31,15 +31,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import scale  # benchmarks/scale.py: the workers, the node peers, the figures
-from common import machine, raiseFileLimit
+from common import machine, raiseFileLimit, reprinted, savedRuns
 
 #: issue 21's target: txheartbeat / Autobahn, idle wss memory per connection
 TARGET = 0.5
@@ -75,9 +76,22 @@ def writeCertificate(where: str) -> None:
         .sign(key, hashes.SHA256())
     )
     Path(where, "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    bundle = systemRoots()
+    if bundle is not None:
+        Path(where, "roots.pem").write_bytes(bundle + b"\n" + cert.public_bytes(serialization.Encoding.PEM))
     Path(where, "key.pem").write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+
+
+def systemRoots() -> Optional[bytes]:
+    """The system's CA bundle (PEM), as OpenSSL's default paths or Debian's name it; None if not found."""
+    import ssl
+
+    for path in (ssl.get_default_verify_paths().cafile, "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/cert.pem"):
+        if path and os.path.isfile(path):
+            return Path(path).read_bytes()
+    return None
 
 
 def measure(
@@ -111,6 +125,8 @@ def measure(
     out["versions"].update(tlsVersions())
     with tempfile.TemporaryDirectory(prefix="txheartbeat-tls-") as where:
         writeCertificate(where)
+        roots = Path(where, "roots.pem")
+        out["roots"] = roots.read_bytes().count(b"-----BEGIN CERTIFICATE-----") - 1 if roots.exists() else 0
         plan = []
         for n in counts:
             for tls in ("", where):
@@ -183,7 +199,8 @@ def markdown(results: Result, heading: str = "## 5. TLS (issue 21)") -> List[str
         "127.0.0.1, verified by every client: txheartbeat's server behind `serverTLSOptions`, Autobahn's behind "
         "Twisted's `CertificateOptions` (`ssl:` endpoint strings make the same); txheartbeat's clients with their "
         "default context, Autobahn's shared factory with one `optionsForClientTLS`, both trusting the "
-        "certificate as the system's roots (`SSL_CERT_FILE`).",
+        "certificate as one of the system's roots (`SSL_CERT_FILE`: the system's bundle, "
+        f"{results.get('roots', '?')} certificates, and it).",
         "",
         "| end | N | peer | ws RSS | wss RSS | wss malloc | wss CPU s/min idle | open at the end | wss txheartbeat / Autobahn |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -258,11 +275,9 @@ def main() -> None:
     parser.add_argument("--ping", type=float, default=5.0, help="pingInterval = pongTimeout in seconds (default 5)")
     parser.add_argument("--window", type=float, default=10.0, help="seconds of idle window (default 10)")
     parser.add_argument("--breakdown", type=int, default=2000, help="N of the tracemalloc runs (0: none)")
-    parser.add_argument("--json", help="also save the raw figures to this file")
-    parser.add_argument("--report", metavar="JSON", help="reprint the tables of a run saved with --json, and exit")
+    savedRuns(parser)
     args = parser.parse_args()
-    if args.report:
-        print("\n".join(markdown(json.loads(Path(args.report).read_text()))))
+    if reprinted(args, markdown):
         return
     results = measure(
         args.counts, args.ping, args.window, args.breakdown, log=lambda line: print(line, file=sys.stderr, flush=True)
