@@ -51,16 +51,20 @@ CLIENTS = {"txheartbeat": "txheartbeat `HeartbeatClientFactory` each", "shared":
 Result = Dict[str, Any]
 
 
-def writeCertificate(where: str) -> None:
-    """``cert.pem`` and ``key.pem`` in ``where``: a self-signed EC P-256 certificate for IP 127.0.0.1."""
+def writeCertificate(where: str, keyType: str = "P-256") -> None:
+    """``cert.pem`` and ``key.pem`` in ``where``: a self-signed certificate for IP 127.0.0.1, EC P-256 or RSA 2048."""
     import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: Any = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if keyType == "RSA 2048"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
@@ -82,6 +86,71 @@ def writeCertificate(where: str) -> None:
     Path(where, "key.pem").write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+
+
+def handshakeCpu(keyType: str, count: int = 300) -> Dict[str, float]:
+    """
+    Server CPU µs per TLS handshake, full and resumed (a session ticket), in
+    one process over memory BIOs as Twisted drives them: ``serverTLSOptions``'
+    context against a verifying client; only the server's calls are timed
+    (``time.thread_time``), so load from elsewhere barely moves the figures.
+    """
+    from OpenSSL import SSL
+
+    sys.path.insert(0, str(scale.ROOT))
+    from txheartbeat import serverTLSOptions
+
+    with tempfile.TemporaryDirectory() as where:
+        writeCertificate(where, keyType)
+        server = serverTLSOptions(os.path.join(where, "cert.pem"), os.path.join(where, "key.pem")).getContext()
+        client = SSL.Context(SSL.TLS_METHOD)
+        client.load_verify_locations(os.path.join(where, "cert.pem"))
+        client.set_verify(SSL.VERIFY_PEER)
+    spent = [0.0]
+
+    def serverCall(call: Callable[[], Any]) -> Any:
+        t0 = time.thread_time()
+        try:
+            return call()
+        finally:
+            spent[0] += time.thread_time() - t0
+
+    def handshake(session: Any) -> Any:
+        s, c = SSL.Connection(server, None), SSL.Connection(client, None)
+        s.set_accept_state()
+        c.set_connect_state()
+        if session is not None:
+            c.set_session(session)
+        for _ in range(6):
+            for who in (c, s):
+                try:
+                    serverCall(who.do_handshake) if who is s else who.do_handshake()
+                except SSL.WantReadError:
+                    pass
+            for a, b in ((c, s), (s, c)):
+                try:
+                    data = serverCall(lambda a=a: a.bio_read(65536)) if a is s else a.bio_read(65536)
+                except SSL.WantReadError:
+                    continue
+                serverCall(lambda b=b, d=data: b.bio_write(d)) if b is s else b.bio_write(data)
+        try:
+            c.recv(1)  # (processes the tickets)
+        except SSL.WantReadError:
+            pass
+        from OpenSSL._util import lib  # (pyOpenSSL has no session_reused())
+
+        return c.get_session(), bool(lib.SSL_session_reused(s._ssl)), c
+
+    out: Dict[str, float] = {}
+    # (kept open: OpenSSL marks the session of a connection freed without a
+    # TLS close not resumable)
+    first, _, keep = handshake(None)
+    for name, offer in (("full", None), ("resumed", first)):
+        spent[0] = 0.0
+        reused = sum(handshake(offer)[1] for _ in range(count))
+        out[name] = 1e6 * spent[0] / count
+        out[name + "Reused"] = reused
+    return out
 
 
 def systemRoots() -> Optional[bytes]:
@@ -149,6 +218,8 @@ def measure(
                 f"{end} {kind} N={n} {'wss' if tls else 'ws'}{' traced' if trace else ''}: {scale.summary(r)} ({r['seconds']:.0f} s)"
             )
             out["runs"].append(r)
+    out["handshake"] = {keyType: handshakeCpu(keyType) for keyType in ("P-256", "RSA 2048")}
+    log(f"handshake CPU: {out['handshake']}")
     out["wallSeconds"] = time.monotonic() - began
     return out
 
@@ -176,7 +247,7 @@ def kib(value: Any) -> str:
     return "–" if value is None else f"{value / 1024:.2f} KiB"
 
 
-def markdown(results: Result, heading: str = "## 5. TLS (issue 21)") -> List[str]:
+def markdown(results: Result, heading: str = "## 7. TLS (issue 21)") -> List[str]:
     lines = [heading, "", "### Idle wss:// connections at both ends", ""]
     by = f" by `{results['command']}`" if results.get("command") else ""
     lines.append(
@@ -258,11 +329,34 @@ def markdown(results: Result, heading: str = "## 5. TLS (issue 21)") -> List[str
                     f"| `{scale.escape(s['source'][:90])}` |"
                 )
             lines.append("")
+    if results.get("handshake"):
+        lines += handshakeMarkdown(results["handshake"])
     for r in results["runs"]:
         if not ok(r):
             last = r["error"].strip().splitlines()[-1] if r["error"].strip() else "?"
             lines += [f"Run failed ({r['end']} {r['kind']} N={r['count']}): `{scale.escape(last[:300])}`.", ""]
     return lines
+
+
+def handshakeMarkdown(figures: Dict[str, Dict[str, float]]) -> List[str]:
+    count = 300
+    lines = [
+        "### Server CPU per TLS handshake, full and resumed",
+        "",
+        f"{count} handshakes each in one process over memory BIOs, as Twisted drives them (`serverTLSOptions`' "
+        "context, TLS 1.3, a verifying pyOpenSSL client offering OpenSSL's default groups), only the server's "
+        "calls timed (`time.thread_time`); resumed: the client offers a session ticket from an earlier "
+        "connection. Both issue two new tickets per handshake (OpenSSL's default).",
+        "",
+        "| certificate | full handshake | resumed | resumed / full |",
+        "|---|---|---|---|",
+    ]
+    for keyType, f in figures.items():
+        lines.append(
+            f"| {keyType} | {f['full']:,.0f} µs | {f['resumed']:,.0f} µs ({f['resumedReused']:,.0f} of {count} "
+            f"resumed) | **{f['resumed'] / f['full']:.2f}** |"
+        )
+    return lines + [""]
 
 
 def ok(r: Any) -> bool:
