@@ -255,3 +255,19 @@ def test_server_options_issue_session_tickets(tmp_path):
     cert, key = writePair(tmp_path)
     context = serverTLSOptions(cert, key).getContext()
     assert not context.set_options(0) & SSL.OP_NO_TICKET
+
+
+def test_resuming_holds_its_client_weakly():
+    """A client's TLS wrapper does not keep the client alive (a class-level default may hold the first one): once it is gone, nothing is offered or kept."""
+    import gc
+    import weakref
+
+    from txheartbeat import HeartbeatClientFactory
+    from txheartbeat.testing import MemoryReactor
+
+    factory = HeartbeatClientFactory("wss://a.example/", Waiter(), reactor=MemoryReactor())
+    wrapper, gone = factory.contextFactory, weakref.ref(factory)
+    assert wrapper._where() == ("a.example", 443)
+    del factory
+    gc.collect()
+    assert gone() is None and wrapper._where() is None

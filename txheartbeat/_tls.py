@@ -148,15 +148,23 @@ class ResumingClientTLS:
 
     :param creator: an ``IOpenSSLClientConnectionCreator`` (Twisted's
         ``optionsForClientTLS``, :func:`clientTLSOptions`).
-    :param target: ``() -> (host, port)`` the client is dialling now.
+    :param target: ``() -> (host, port)`` the client is dialling now; a bound
+        method is held weakly (the factory keeps this object, and a copy of the
+        first factory's attributes may outlive it as class-level defaults).
     """
 
     __slots__ = ("creator", "_target", "_session", "__weakref__")
 
     def __init__(self, creator: Any, target: Callable[[], Tuple[str, int]]) -> None:
         self.creator = creator
-        self._target = target
+        self._target: Callable[[], Any] = (
+            weakref.WeakMethod(target) if hasattr(target, "__self__") else (lambda: target)  # type: ignore[arg-type]
+        )
         self._session: Optional[Tuple[Tuple[str, int], Any]] = None
+
+    def _where(self) -> Optional[Tuple[str, int]]:
+        target = self._target()
+        return None if target is None else target()  # type: ignore[no-any-return]
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
         """``creator``'s connection, with the last session set if it was to this ``(host, port)``."""
@@ -172,7 +180,7 @@ class ResumingClientTLS:
         if ignoreEOF and hasattr(connection, "set_options"):
             connection.set_options(ignoreEOF)
         kept = self._session
-        if kept is not None and kept[0] == self._target():
+        if kept is not None and kept[0] == self._where():
             connection.set_session(kept[1])  # (before the handshake: Twisted starts it after this returns)
         return connection
 
@@ -182,7 +190,8 @@ class ResumingClientTLS:
         connection = getHandle() if getHandle is not None else None
         getSession = getattr(connection, "get_session", None)
         session = getSession() if getSession is not None else None
-        self._session = None if session is None else (self._target(), session)
+        where = self._where()
+        self._session = None if session is None or where is None else (where, session)
 
     def forget(self) -> None:
         """Offer no session on the next connection."""
