@@ -301,7 +301,8 @@ def markdown(results: Result, heading: str = "## 7. TLS (issue 21)") -> List[str
     if traced:
         n = traced[0]["count"]
         lines += [
-            f"Where an idle wss:// connection's bytes go, N = {n:,} (the same runs under `tracemalloc`): "
+            f"Where an idle wss:// connection's bytes go, N = {n:,} (the same runs under `tracemalloc`, whose own "
+            "bookkeeping the RSS column here includes): "
             "C allocations (OpenSSL's SSL object, its session, record layer and BIOs) against Python's, "
             "and Python's top sites:",
             "",
