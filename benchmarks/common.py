@@ -11,7 +11,8 @@ import platform
 import resource
 import subprocess
 import sys
-from typing import Any, Dict, Mapping, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 
 def say(**figures: Any) -> None:
@@ -69,3 +70,17 @@ def machine() -> str:
     except OSError:
         pass
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu})"
+
+
+def savedRuns(parser: Any) -> None:
+    """``--json`` (save the raw figures) and ``--report`` (reprint a saved run's tables) on ``parser``."""
+    parser.add_argument("--json", help="also save the raw figures to this file")
+    parser.add_argument("--report", metavar="JSON", help="reprint the tables of a run saved with --json, and exit")
+
+
+def reprinted(args: Any, markdown: Callable[[Dict[str, Any]], List[str]]) -> bool:
+    """With ``--report``: print the tables of that saved run and say so."""
+    if not args.report:
+        return False
+    print("\n".join(markdown(json.loads(Path(args.report).read_text()))))
+    return True

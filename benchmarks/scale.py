@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import storm  # benchmarks/storm.py, next to this file: the node cache and the worker-process plumbing
-from common import cpuSeconds, machine, raiseFileLimit, rssBytes, say
+from common import cpuSeconds, machine, raiseFileLimit, reprinted, rssBytes, savedRuns, say
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -99,8 +99,11 @@ NODE_PEERS = r"""
 //   clients URL N BATCH      open N idle clients, BATCH at a time (each batch all open before the next)
 //   server PING_MS BACKLOG   listen on 127.0.0.1; with PING_MS > 0 ping every client every
 //                            PING_MS, each at its own random phase
-// ws answers pings by itself.  "report" on stdin prints the counts.
+// ws answers pings by itself.  "report" on stdin prints the counts.  With TLS_CERT and
+// TLS_KEY the server is wss:// (https); with TLS_CA the clients trust that CA for wss:// URLs.
 const WebSocket = require("ws");
+const fs = require("fs");
+const ca = process.env.TLS_CA ? fs.readFileSync(process.env.TLS_CA) : undefined;
 const now = () => Number(process.hrtime.bigint()) / 1e9; // CLOCK_MONOTONIC, as Python's time.monotonic()
 const say = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 const [mode, ...args] = process.argv.slice(2);
@@ -110,7 +113,7 @@ if (mode === "clients") {
   const [url, n, batch] = [args[0], Number(args[1]), Number(args[2])];
   const one = () =>
     new Promise((resolve) => {
-      const ws = new WebSocket(url, { perMessageDeflate: false });
+      const ws = new WebSocket(url, { perMessageDeflate: false, ca });
       keep.push(ws);
       ws.on("open", () => { counts.opened++; resolve(); });
       ws.on("error", () => { counts.failed++; resolve(); });
@@ -124,10 +127,19 @@ if (mode === "clients") {
   })();
 } else {
   const [pingMs, backlog] = [Number(args[0]), Number(args[1])];
-  const wss = new WebSocket.Server({
-    host: "127.0.0.1", port: 0, backlog, perMessageDeflate: false, clientTracking: false,
-  });
-  wss.on("listening", () => say({ port: wss.address().port }));
+  let wss;
+  if (process.env.TLS_CERT) {
+    const server = require("https").createServer({
+      cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY),
+    });
+    wss = new WebSocket.Server({ server, perMessageDeflate: false, clientTracking: false });
+    server.listen(0, "127.0.0.1", backlog, () => say({ port: server.address().port }));
+  } else {
+    wss = new WebSocket.Server({
+      host: "127.0.0.1", port: 0, backlog, perMessageDeflate: false, clientTracking: false,
+    });
+    wss.on("listening", () => say({ port: wss.address().port }));
+  }
   wss.on("connection", (ws) => {
     counts.opened++;
     let timer = null;
@@ -205,8 +217,9 @@ def pythonEnv(code: Optional[str] = None, kind: str = "") -> Dict[str, str]:
     return env
 
 
-def nodeEnv() -> Dict[str, str]:
-    return {**os.environ, "NODE_PATH": str(storm.cacheDir() / "node_modules")}
+def nodeEnv(**tls: str) -> Dict[str, str]:
+    """The node peers' environment; ``TLS_CERT``/``TLS_KEY`` (a wss server) or ``TLS_CA`` (clients) from ``tls``."""
+    return {**os.environ, "NODE_PATH": str(storm.cacheDir() / "node_modules"), **tls}
 
 
 def pythonWorker(mode: str, env: Dict[str, str], **kwargs: Any) -> Peer:
@@ -246,8 +259,15 @@ def idleEnd(
     code: Optional[str] = None,
     trace: int = 0,
     profile: str = "",
+    tls: str = "",
 ) -> Result:
-    """A (``end="server"``) or B (``"client"``): the Python process's figures, and its node peer's report."""
+    """
+    A (``end="server"``) or B (``"client"``): the Python process's figures, and its node peer's report.
+
+    With ``tls`` (a directory holding ``cert.pem`` and ``key.pem``, see
+    ``benchmarks/tls.py``) every connection is ``wss://`` to ``127.0.0.1``,
+    verified against that certificate.
+    """
     procs: List[Peer] = []
     openFor = 30 + count / 100
     measured = dict(
@@ -261,18 +281,31 @@ def idleEnd(
         openFor=openFor,
         profile=profile,
     )
+    scheme = "wss" if tls else "ws"
+    if tls and end == "server":
+        measured["tls"] = tls
+    cert = {"cert": os.path.join(tls, "cert.pem"), "key": os.path.join(tls, "key.pem")}
     try:
         if end == "server":
             python = pythonWorker("serve", pythonEnv(code, kind), **measured)
             procs.append(python)
             port = python.need("bare", 60)["port"]
-            peer = Peer([*node, "clients", f"ws://127.0.0.1:{port}/", str(count), "250"], nodeEnv(), cpu=1)
+            env = nodeEnv(TLS_CA=cert["cert"]) if tls else nodeEnv()
+            peer = Peer([*node, "clients", f"{scheme}://127.0.0.1:{port}/", str(count), "250"], env, cpu=1)
             procs.append(peer)
         else:
-            peer = Peer([*node, "server", "0", "4096"], nodeEnv(), cpu=1)
+            env = nodeEnv(TLS_CERT=cert["cert"], TLS_KEY=cert["key"]) if tls else nodeEnv()
+            peer = Peer([*node, "server", "0", "4096"], env, cpu=1)
             procs.append(peer)
             port = peer.need("port", 30)["port"]
-            python = pythonWorker("clients", pythonEnv(code, kind), url=f"ws://127.0.0.1:{port}/", **measured)
+            # The clients trust the test certificate as one of the system's roots
+            # (SSL_CERT_FILE: roots.pem, the system's bundle and it, where
+            # benchmarks/tls.py found the bundle): each kind's default verified
+            # context is measured, as it loads on a real machine.
+            roots = os.path.join(tls, "roots.pem")
+            roots = roots if os.path.exists(roots) else cert["cert"]
+            env = {**pythonEnv(code, kind), **({"SSL_CERT_FILE": roots} if tls else {})}
+            python = pythonWorker("clients", env, url=f"{scheme}://127.0.0.1:{port}/", **measured)
             procs.append(python)
         got = python.need("connections", openFor + settle + window + 120)
         peer.send("report")
@@ -1045,6 +1078,29 @@ class _Tracer:
         return {"tracedPerConnection": total / count, "sites": sites}
 
 
+def mallocInUse() -> Optional[int]:
+    """
+    Bytes the C allocator (glibc ``mallinfo2``) has handed out and not had back:
+    OpenSSL's allocations and Python objects over 512 bytes, not pymalloc's
+    arenas; None where there is no ``mallinfo2``.
+    """
+    import ctypes
+
+    class Info(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        ]
+
+    try:
+        call = ctypes.CDLL(None).mallinfo2
+    except (AttributeError, OSError):
+        return None
+    call.restype = Info
+    info = call()
+    return int(info.uordblks + info.hblkhd)
+
+
 def _idleRun(
     count: int,
     ping: float,
@@ -1078,7 +1134,7 @@ def _idleRun(
         try:
             await sleep(0.2)
             gc.collect()
-            bare = rssBytes()
+            bare, bareMalloc = rssBytes(), mallocInUse()
             tracer.begin()
             say(bare=bare, port=port)
             deadline = time.monotonic() + openFor
@@ -1090,7 +1146,7 @@ def _idleRun(
             await sleep(settle)  # every connection's first heartbeat goes round
             gc.collect()
             traced = tracer.end(count)
-            loaded = rssBytes()
+            loaded, loadedMalloc = rssBytes(), mallocInUse()
             profiler: Any = None
             if profile:
                 import cProfile
@@ -1108,6 +1164,7 @@ def _idleRun(
                 connections=count,
                 openAtEnd=openNow() - closedNow(),
                 rssPerConnection=(loaded - bare) / count,
+                mallocPerConnection=(loadedMalloc - bareMalloc) / count if bareMalloc is not None else None,
                 cpuPerMinute=cpu * 60 / wall if window > 0 else 0.0,
                 microsecondsPerHeartbeat=cpu / (count * wall / ping) * 1e6 if window > 0 else 0.0,
                 window=wall,
@@ -1131,8 +1188,15 @@ def serve(
     trace: int = 0,
     openFor: float = 130,
     profile: str = "",
+    tls: str = "",
 ) -> None:
-    """One server of ``kind`` listening on 127.0.0.1 (its port in the first line), measured as its clients come."""
+    """
+    One server of ``kind`` listening on 127.0.0.1 (its port in the first line), measured as its clients come.
+
+    With ``tls`` (a directory with ``cert.pem`` and ``key.pem``): ``wss://``,
+    txheartbeat with ``serverTLSOptions``, Autobahn with Twisted's
+    ``CertificateOptions`` as an ``ssl:`` endpoint string makes them.
+    """
     _prologue(cpu)
     from twisted.internet import reactor
 
@@ -1168,7 +1232,19 @@ def serve(
         factory = WebSocketServerFactory()
         factory.setProtocolOptions(autoPingInterval=ping, autoPingTimeout=ping)
     factory.protocol = P
-    port = reactor.listenTCP(0, factory, backlog=1024, interface="127.0.0.1")
+    if tls:
+        cert, key = os.path.join(tls, "cert.pem"), os.path.join(tls, "key.pem")
+        if kind == "txheartbeat":
+            from txheartbeat import serverTLSOptions
+
+            context: Any = serverTLSOptions(cert, key)
+        else:
+            from twisted.internet import ssl
+
+            context = ssl.PrivateCertificate.loadPEM(Path(cert).read_text() + Path(key).read_text()).options()
+        port = reactor.listenSSL(0, factory, context, backlog=1024, interface="127.0.0.1")
+    else:
+        port = reactor.listenTCP(0, factory, backlog=1024, interface="127.0.0.1")
 
     async def nothing() -> None:
         """The clients are the node peer's: started by the orchestrator once it has the port."""
@@ -1201,7 +1277,14 @@ def clients(
     openFor: float = 130,
     profile: str = "",
 ) -> None:
-    """``count`` clients of ``kind`` (txheartbeat, autobahn + RCF, shared) to ``url``, 250 at a time."""
+    """
+    ``count`` clients of ``kind`` (txheartbeat, autobahn + RCF, shared) to ``url``, 250 at a time.
+
+    For a ``wss://`` URL each kind verifies the server against the system's
+    roots (the orchestrator sets ``SSL_CERT_FILE``): txheartbeat by default,
+    Autobahn (whose ``connectWS`` would not verify) with Twisted's
+    ``optionsForClientTLS(host)``, one per factory (the shared factory: one).
+    """
     _prologue(cpu)
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
@@ -1220,6 +1303,14 @@ def clients(
         counts["closes"] += 1
 
     keep: List[Any] = []
+
+    def verified(factory: Any) -> Any:
+        if not factory.isSecure:
+            return None
+        from twisted.internet.ssl import optionsForClientTLS
+
+        return optionsForClientTLS(factory.host)
+
     if kind == "txheartbeat":
         from txheartbeat import HeartbeatClientFactory, HeartbeatHandler
 
@@ -1264,16 +1355,17 @@ def clients(
             def start() -> None:
                 f = AutobahnReconnecting(url)
                 f.setProtocolOptions(autoPingInterval=ping, autoPingTimeout=ping)
-                connectWS(f)
+                connectWS(f, contextFactory=verified(f))
                 keep.append(f)
 
         else:
             shared = WebSocketClientFactory(url)
             shared.protocol = P
             shared.setProtocolOptions(autoPingInterval=ping, autoPingTimeout=ping)
+            sharedContext = verified(shared)
 
             def start() -> None:
-                keep.append(connectWS(shared))
+                keep.append(connectWS(shared, contextFactory=sharedContext))
 
     async def openAll() -> None:
         deadline = time.monotonic() + openFor
@@ -1493,11 +1585,9 @@ def main() -> None:
         choices=["frozen", "frozen-reconnect", "server", "client"],
         help="instead: one txheartbeat run of D, A or B with the process measured under cProfile (top 15 by tottime)",
     )
-    parser.add_argument("--json", help="also save the raw figures to this file")
-    parser.add_argument("--report", metavar="JSON", help="reprint the tables of a run saved with --json, and exit")
+    savedRuns(parser)
     args = parser.parse_args()
-    if args.report:
-        print("\n".join(markdown(json.loads(Path(args.report).read_text()))))
+    if reprinted(args, markdown):
         return
     settings = options(args.quick)
     for name in ("count", "window", "ping", "runs", "breakdown"):

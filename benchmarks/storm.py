@@ -210,24 +210,37 @@ def trial(
     maxWait: float,
     env: Dict[str, str],
     node: Optional[List[str]],
+    tls: str = "",
+    drop: bool = False,
+    tickets: bool = True,
 ) -> Result:
     """
     One storm: ``down`` seconds of outage after a SIGKILL, or (``down=None``)
     a planned restart with ``window``.  Returns raw times (monotonic) and the
     figures derived from them.
+
+    With ``tls`` (a directory with ``cert.pem`` and ``key.pem``; the clients
+    trust it through ``SSL_CERT_FILE``) the clients dial ``wss://127.0.0.1``.
+    With ``drop`` the server is not killed: it stops listening and aborts
+    every connection, and the same process listens again after ``down``
+    (its TLS session ticket key kept, so reconnects can resume their
+    sessions); ``tickets=False`` gives that server no session tickets.
     """
     server = [sys.executable, WORKERS, "stormServer", str(count)]
+    if tls:
+        server += [tls, "on" if tickets else "off"]
+        env = {**env, "SSL_CERT_FILE": os.path.join(tls, "cert.pem")}
     procs: List[Proc] = []
     try:
         old = Proc(server, env)
         # The replacement starts now too (it waits for `listen`), so that its
         # start-up is neither part of the outage nor of the run's wall time.
-        new = Proc(server, env)
-        procs += [old, new]
+        new = old if drop else Proc(server, env)
+        procs += [old] if drop else [old, new]
         old.need("started", 60)
         old.send("listen 0")
         port = old.need("listening", 30)["port"]
-        url = f"ws://127.0.0.1:{port}/"
+        url = f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/"
         if kind in ("txheartbeat", "autobahn"):
             client = Proc([sys.executable, WORKERS, "stormTwisted", kind, url, str(count)], env)
         elif kind == "websockets":
@@ -237,12 +250,19 @@ def trial(
             client = Proc([*node, url, str(count)], {**env, "NODE_PATH": str(cacheDir() / "node_modules")})
         procs.append(client)
         ready = client.need("ready", 180)
-        new.need("started", 60)
+        if new is not old:
+            new.need("started", 60)
         # Let every client be up for `settle` s (txheartbeat: minUptime, so
         # that this is the loss of a stable connection, not a flap).
         time.sleep(max(0.0, ready["ready"] + settle - time.monotonic()))
         planned: Optional[Dict[str, Any]] = None
-        if down is not None:
+        if drop:
+            assert down is not None
+            old.need("allBack", 30)  # (the first opens': the next one is the measured one)
+            old.send("drop")
+            lost = old.need("dropped", 30)["dropped"]
+            time.sleep(max(0.0, lost + down - time.monotonic()))
+        elif down is not None:
             old.kill()
             lost = time.monotonic()  # the process is gone, and its sockets with it
             time.sleep(max(0.0, lost + down - time.monotonic()))
@@ -520,6 +540,117 @@ def markdown(results: Result) -> List[str]:
     return lines
 
 
+#: the rows of the wss storm (``--tls``): name, TLS, drop (same server process), session tickets
+TLS_ROWS = [
+    ("ws://, same server process", False, True, True),
+    ("wss://, same server process, session tickets (resumed)", True, True, True),
+    ("wss://, same server process, no session tickets (full handshakes)", True, True, False),
+    ("wss://, new server process (new ticket key: full handshakes)", True, False, True),
+]
+
+
+def tlsSweep(
+    count: int,
+    outages: Sequence[float],
+    *,
+    settle: float = 5.3,
+    maxWait: float = 60.0,
+    log: Callable[[str], None] = lambda line: None,
+) -> Result:
+    """txheartbeat clients (default options) through every row of :data:`TLS_ROWS` and outage, one at a time."""
+    sys.path.insert(0, str(HERE))
+    from tls import writeCertificate  # benchmarks/tls.py: the test certificate for 127.0.0.1
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    began = time.monotonic()
+    trials: List[Result] = []
+    with tempfile.TemporaryDirectory(prefix="txheartbeat-storm-tls-") as where:
+        writeCertificate(where)
+        for name, tls, drop, tickets in TLS_ROWS:
+            for down in outages:
+                t0 = time.monotonic()
+                try:
+                    r = trial(
+                        "txheartbeat",
+                        count,
+                        down,
+                        0.0,
+                        settle,
+                        maxWait,
+                        env,
+                        None,
+                        tls=where if tls else "",
+                        drop=drop,
+                        tickets=tickets,
+                    )
+                except Exception as e:
+                    r = {"kind": "txheartbeat", "clients": count, "down": down, "error": str(e)[-2000:]}
+                r.update(row=name, seconds=time.monotonic() - t0)
+                trials.append(r)
+                log(f"{name}, D = {down:g} s: {cell(r)}{tlsCell(r)}")
+    return {
+        "clients": count,
+        "outages": list(outages),
+        "settle": settle,
+        "maxWait": maxWait,
+        "wallSeconds": time.monotonic() - began,
+        "trials": trials,
+    }
+
+
+def tlsCell(r: Result) -> str:
+    """Server CPU per reconnect and the share of reconnects that resumed a TLS session."""
+    if "error" in r or r["server"].get("cpuToBack") is None:
+        return ""
+    srv = r["server"]
+    return f", {1e6 * srv['cpuToBack'] / r['clients']:,.0f} µs CPU per reconnect, {srv['resumed']:,} resumed"
+
+
+def tlsMarkdown(results: Result) -> List[str]:
+    """The wss storm's table, as markdown lines."""
+    n = results["clients"]
+    lines = [
+        f"{n:,} txheartbeat clients (`txheartbeat.connect(url, handler)`, default options) of one "
+        "`HeartbeatServerFactory` process behind `serverTLSOptions` (EC P-256 certificate for 127.0.0.1, which "
+        "the clients trust through `SSL_CERT_FILE`), one row at a time. *Same server process*: the server stops "
+        "listening and aborts every connection, and listens again D s later with the same TLS context (its "
+        "session ticket key kept); *no session tickets*: the same with Twisted's default `CertificateOptions` "
+        "(tickets off); *new server process*: killed (SIGKILL) and replaced D s later, as in the storm above "
+        "(a new random ticket key, so no session can resume). **back** = seconds from listening again until all "
+        f"{n:,} are open / **peak** = most TCP accepts in any 100 ms (share of N); **client peak** = most connects "
+        "begun by the clients in any 100 ms from then until all were back (a server busy with handshakes accepts "
+        "in bursts, so its peak can exceed the clients'); **CPU per reconnect** = the "
+        "server process's CPU from listening again until all were back, / N; **resumed** = opens whose TLS "
+        "session was resumed (server's `SSL_session_reused`).",
+        "",
+        "| clients, server | outage D | back / peak | client peak | server CPU per reconnect | resumed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in results["trials"]:
+        t = t if "error" in t else {**t, **figures(t["clients"], t["lost"], t["up"], t["server"], t["client"])}
+        if "error" in t:
+            lines.append(f"| {t['row']} | {t['down']:g} s | error | | | |")
+            continue
+        srv = t["server"]
+        cpu = f"{1e6 * srv['cpuToBack'] / n:,.0f} µs" if srv.get("cpuToBack") is not None else "–"
+        resumed = f"{srv['resumed']:,} / {n:,}" if "wss" in t["row"] else "–"
+        text = cell(t)
+        peak = f"{t['clientPeak']} ({100 * t['clientPeak'] / n:.1f} %)"
+        lines.append(
+            f"| {t['row']} | {t['down']:g} s | {f'**{text}**' if meets(t) else text} | {peak} | {cpu} | {resumed} |"
+        )
+    lines += [
+        "",
+        f"goal: all back within {GOAL_BACK:.1f} s, no 100 ms window above {100 * GOAL_PEAK:g} % of N (both met: bold).",
+        "",
+        f"Sweep wall time: {results['wallSeconds']:.0f} s.",
+    ]
+    for t in results["trials"]:
+        if "error" in t:
+            lines.append(f"- error, {t['row']} D={t['down']}: {t['error'].splitlines()[0] if t['error'] else ''}")
+    return lines
+
+
 def options(quick: bool) -> Dict[str, Any]:
     """The sweep's settings: the full run (about 6 minutes) or ``--quick`` (about 12 s, for run.py's smoke run)."""
     if quick:
@@ -560,13 +691,29 @@ def main() -> None:
     parser.add_argument("--settle", type=float, help="seconds txheartbeat clients stay open before the kill (5.3)")
     parser.add_argument("--max-wait", type=float, help="seconds after the restart before a run stops (default 60)")
     parser.add_argument("--txheartbeat", metavar="DIR", help="import txheartbeat from DIR instead of this checkout")
+    parser.add_argument(
+        "--tls", action="store_true", help="instead: the wss:// storm, with and without TLS session resumption"
+    )
     parser.add_argument("--json", metavar="PATH", help="save the raw results here")
     parser.add_argument("--report", metavar="PATH", help="reprint the tables of saved results; measure nothing")
     args = parser.parse_args()
     # Turn SIGTERM into SystemExit, so that every trial's `finally` kills its worker processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.report:
-        print("\n".join(markdown(json.loads(Path(args.report).read_text()))))
+        saved = json.loads(Path(args.report).read_text())
+        print("\n".join((tlsMarkdown if "outages" in saved and "kinds" not in saved else markdown)(saved)))
+        return
+    if args.tls:
+        results = tlsSweep(
+            args.clients or (200 if args.quick else 1000),
+            [float(d) for d in args.outages.split(",")] if args.outages else [0.5, 2.0, 8.0],
+            settle=args.settle if args.settle is not None else (0.0 if args.quick else 5.3),
+            maxWait=args.max_wait or 60.0,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        if args.json:
+            Path(args.json).write_text(json.dumps(results))
+        print("\n".join(tlsMarkdown(results)))
         return
     o = options(args.quick)
     if args.kinds:

@@ -221,12 +221,20 @@ def _commands(handle: Any, call: Any) -> None:
     threading.Thread(target=read, daemon=True).start()
 
 
-def stormServer(count: int) -> None:
+def stormServer(count: int, tls: str = "", tickets: str = "on") -> None:
     """
     A txheartbeat.HeartbeatServerFactory with default options, recording every
     TCP accept (``buildProtocol``) and every open.  Commands: ``listen PORT``,
     ``restart WINDOW`` (stop listening, ``factory.restart(window=WINDOW)``,
-    wait for the clients to leave, exit), ``report`` (print and exit).
+    wait for the clients to leave, exit), ``drop`` (stop listening, abort
+    every connection, stay up: the same TLS context, so the same session
+    ticket key, at the next ``listen``), ``report`` (print and exit).
+
+    With ``tls`` (a directory with ``cert.pem`` and ``key.pem``) it listens for
+    ``wss://`` with ``serverTLSOptions``, or with ``tickets`` ``off`` the same
+    options without session tickets (Twisted's default: every handshake full);
+    it counts the opens that resumed a TLS session and the CPU seconds from
+    each ``listen`` until all ``count`` are back.
     """
     raiseFileLimit()
     pin(0)
@@ -235,15 +243,20 @@ def stormServer(count: int) -> None:
     accepts: List[float] = []
     opens: List[float] = []
     live: set = set()
-    state: Dict[str, Any] = {"allBack": None, "port": None}
+    state: Dict[str, Any] = {"allBack": None, "port": None, "cpuAtListen": None, "cpuToBack": None, "resumed": 0}
+    context = _stormTLS(tls, tickets == "on") if tls else None
 
     class P(HeartbeatServerProtocol):
         def onOpen(self) -> None:
             now = time.monotonic()
             opens.append(now)
             live.add(self)
+            if context is not None and _sessionReused(self.transport):
+                state["resumed"] += 1
             if len(live) >= count and state["allBack"] is None:
                 state["allBack"] = now
+                if state["cpuAtListen"] is not None:
+                    state["cpuToBack"] = cpuSeconds() - state["cpuAtListen"]
                 say(allBack=now)
 
         def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
@@ -259,8 +272,20 @@ def stormServer(count: int) -> None:
     factory = F()
 
     def listen(port: int) -> None:
-        state["port"] = reactor.listenTCP(port, factory, backlog=4096, interface="127.0.0.1")
+        if context is not None:
+            state["port"] = reactor.listenSSL(port, factory, context, backlog=4096, interface="127.0.0.1")
+        else:
+            state["port"] = reactor.listenTCP(port, factory, backlog=4096, interface="127.0.0.1")
+        state.update(allBack=None, cpuAtListen=cpuSeconds(), cpuToBack=None, resumed=0)
         say(listening=time.monotonic(), port=state["port"].getHost().port)
+
+    def drop() -> None:
+        def abortAll(_: Any) -> None:
+            for p in list(live):
+                p.transport.abortConnection()
+            say(dropped=time.monotonic())
+
+        state["port"].stopListening().addCallback(abortAll)
 
     def restart(window: float) -> None:
         api = hasattr(factory, "restart")
@@ -291,7 +316,14 @@ def stormServer(count: int) -> None:
         d.addErrback(lambda f: (print(f.getTraceback(), file=sys.stderr, flush=True), os._exit(1)))
 
     def report() -> None:
-        say(accepts=accepts, opens=opens, allBack=state["allBack"], open=len(live))
+        say(
+            accepts=accepts,
+            opens=opens,
+            allBack=state["allBack"],
+            open=len(live),
+            cpuToBack=state["cpuToBack"],
+            resumed=state["resumed"],
+        )
         os._exit(0)  # no orderly goodbye to 1,000 clients: the orchestrator is done with them
 
     def handle(words: List[str]) -> None:
@@ -299,12 +331,40 @@ def stormServer(count: int) -> None:
             listen(int(words[1]))
         elif words[0] == "restart":
             restart(float(words[1]))
+        elif words[0] == "drop":
+            drop()
         elif words[0] == "report":
             report()
 
     _commands(handle, reactor.callFromThread)
     reactor.callWhenRunning(say, started=time.monotonic())
     reactor.run()
+
+
+def _stormTLS(where: str, tickets: bool) -> Any:
+    """``serverTLSOptions`` for ``where``'s certificate, or (``tickets`` False) the same without session tickets."""
+    cert, key = os.path.join(where, "cert.pem"), os.path.join(where, "key.pem")
+    from txheartbeat import serverTLSOptions
+
+    if tickets:
+        return serverTLSOptions(cert, key)
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from cryptography.x509 import load_pem_x509_certificate
+    from twisted.internet import ssl
+
+    with open(cert, "rb") as c, open(key, "rb") as k:
+        return ssl.CertificateOptions(
+            privateKey=load_pem_private_key(k.read(), None),  # type: ignore[arg-type]
+            certificate=load_pem_x509_certificate(c.read()),  # type: ignore[arg-type]
+            acceptableProtocols=[b"http/1.1"],
+        )
+
+
+def _sessionReused(transport: Any) -> bool:
+    """Whether the TLS connection under ``transport`` resumed a session (OpenSSL's ``SSL_session_reused``)."""
+    from OpenSSL._util import lib
+
+    return bool(lib.SSL_session_reused(transport.getHandle()._ssl))
 
 
 class _StormCounts:
@@ -320,7 +380,7 @@ class _StormCounts:
 
     def hook(self, name: str) -> None:
         if self.recording:
-            self.hooks[name] += 1
+            self.hooks[name] = self.hooks.get(name, 0) + 1
 
     def opened(self, first: bool, **defaults: Any) -> None:
         self.hook("opens")
@@ -375,8 +435,9 @@ def stormTwisted(kind: str, url: str, count: int) -> None:
             def onClose(self, *args: Any) -> None:
                 counts.hook("closes")
 
-            def onError(self, *args: Any) -> None:
+            def onError(self, failure: Any) -> None:
                 counts.hook("errors")
+                counts.hook(f"error {type(failure.value).__name__}: {str(failure.value)[:80]}")
 
             def onReconnect(self, *args: Any) -> None:
                 counts.hook("reconnects")

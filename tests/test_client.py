@@ -717,12 +717,15 @@ def test_wss_verifies_certificates_by_default(reactor, handler):
     """wss:// connects through connectSSL with verifying options for the URL's host."""
     from twisted.internet._sslverify import ClientTLSOptions
 
+    from txheartbeat._tls import ResumingClientTLS
+
     reactor.hosts["example.test"] = ["192.0.2.1"]
     connect("wss://example.test/", handler, reactor=reactor).addErrback(lambda f: f.trap(NotConnected))
     host, port, _, ctx, _, _ = reactor.sslClients[0]
     assert (host, port) == ("192.0.2.1", 443)
-    assert isinstance(ctx, ClientTLSOptions)
-    assert ctx._hostname == "example.test"
+    assert isinstance(ctx, ResumingClientTLS)  # (the factory's own sessions, around the shared options)
+    assert isinstance(ctx.creator, ClientTLSOptions)
+    assert ctx.creator._hostname == "example.test"
     handler.close()
     quiet(reactor)
 

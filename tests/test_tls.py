@@ -52,3 +52,222 @@ def test_server_options_release_idle_buffers(tmp_path):
     cert, key = writePair(tmp_path)
     context = serverTLSOptions(cert, key).getContext()
     assert context.set_mode(0) & SSL.MODE_RELEASE_BUFFERS  # (adds nothing, returns the mode)
+
+
+# TLS session resumption on reconnect ----------------------------------------------
+
+
+def sessionReused(transport) -> bool:
+    """Whether the TLS connection under ``transport`` resumed a session (pyOpenSSL has no ``session_reused()``: OpenSSL's own)."""
+    connection = transport.getHandle()
+    if hasattr(connection, "session_reused"):
+        return bool(connection.session_reused())
+    from OpenSSL._util import lib
+
+    return bool(lib.SSL_session_reused(connection._ssl))
+
+
+class Recorded(Echo):
+    """An echo server protocol that records, at each open, whether its TLS session was resumed."""
+
+    def onOpen(self) -> None:
+        self.factory.opened.append(self)
+        self.factory.reused.append(sessionReused(self.transport))
+
+    def onClose(self, wasClean, code, reason) -> None:
+        if self in self.factory.opened:
+            self.factory.opened.remove(self)
+
+
+class ResumingServer:
+    """A HeartbeatServerFactory behind listenSSL(serverTLSOptions(...)) on 127.0.0.1 (a given port, or any)."""
+
+    def __init__(self, cert: str, key: str, port: int = 0) -> None:
+        self.factory = HeartbeatServerFactory("wss://localhost", reactor=_reactor)
+        self.factory.protocol = Recorded
+        self.factory.opened, self.factory.reused = [], []
+        self.port = _reactor.listenSSL(port, self.factory, serverTLSOptions(cert, key), interface="127.0.0.1")
+        self.number = self.port.getHost().port
+
+    def drop(self) -> None:
+        """Abort every open connection (the clients reconnect)."""
+        for p in list(self.factory.opened):
+            p.transport.abortConnection()
+
+    async def stop(self) -> None:
+        self.drop()
+        await self.port.stopListening()
+
+
+async def reconnected(h: Waiter, server: ResumingServer) -> None:
+    """The server drops ``h``'s connection; wait until ``h`` is open again."""
+    opened = h.next("onOpen")
+    server.drop()
+    await opened
+
+
+def fastClient(url: str, handler: Waiter, caFile: str, **kw):
+    """A client that retries at once (within 50 ms) after a loss, trusting ``caFile`` for ``localhost``."""
+    from txheartbeat import HeartbeatClientFactory
+
+    factory = HeartbeatClientFactory(url, handler, reactor=_reactor, initialDelay=0.01, probeInterval=0.05, **kw)
+    return factory, factory.connect(clientTLSOptions("localhost", caFile))
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnect_resumes_the_tls_session(tmp_path):
+    """After a loss the client's next connection resumes its TLS session (client and server say so); the first was a full handshake."""
+    cert, key = writePair(tmp_path)
+    server = ResumingServer(cert, key)
+    h = Waiter()
+    factory, d = fastClient(f"wss://localhost:{server.number}/", h, cert)
+    try:
+        await d
+        assert server.factory.reused == [False] and not sessionReused(h.protocol.transport)
+        await reconnected(h, server)
+        assert server.factory.reused == [False, True]
+        assert sessionReused(h.protocol.transport)
+        h.send("after")
+        assert (await h.next("onMessage")) == (b"after",)
+    finally:
+        h.close()
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_resumption_across_names_or_clients(tmp_path):
+    """A session is never offered for another URL host (prepare() changes it) nor by another client of the same server."""
+    cert, key = writePair(tmp_path)
+    server = ResumingServer(cert, key)
+    hosts = iter(["localhost", "127.0.0.1", "127.0.0.1"])
+    h = Waiter()
+    factory, d = fastClient(
+        f"wss://localhost:{server.number}/", h, cert, prepare=lambda attempt: f"wss://{next(hosts)}:{server.number}/"
+    )
+    other = Waiter()
+    try:
+        await d
+        await reconnected(h, server)  # to 127.0.0.1 now: the session made for localhost is not offered
+        second = server.factory.reused[-1]
+        await reconnected(h, server)  # 127.0.0.1 again: its own session is
+        assert (server.factory.reused, second) == ([False, False, True], False)
+        _, d2 = fastClient(f"wss://localhost:{server.number}/", other, cert)
+        await d2
+        assert server.factory.reused[-1] is False  # another client: a full handshake
+    finally:
+        h.close()
+        other.close()
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_restarted_with_new_ticket_keys_means_a_full_handshake(tmp_path):
+    """A server restarted (new ticket keys) cannot resume the client's session: the client opens with a full, verified handshake and no error, then resumes the new session."""
+    cert, key = writePair(tmp_path)
+    first = ResumingServer(cert, key)
+    number = first.number
+    h = Waiter()
+    factory, d = fastClient(f"wss://localhost:{number}/", h, cert)
+    second = None
+    try:
+        await d
+        opened = h.next("onOpen")
+        await first.stop()
+        second = ResumingServer(cert, key, number)
+        await opened
+        assert second.factory.reused == [False] and not sessionReused(h.protocol.transport)
+        await reconnected(h, second)
+        assert second.factory.reused == [False, True]
+        from OpenSSL import SSL
+
+        assert not [e for e in h.events if e[1] == "onError" and isinstance(e[2], SSL.Error)]
+    finally:
+        h.close()
+        if second is not None:
+            await second.stop()
+
+
+def test_resuming_offers_only_the_same_target():
+    """ResumingClientTLS sets the kept session only on a connection to the (host, port) it was made with; forget() drops it."""
+    from txheartbeat._tls import ResumingClientTLS, resuming
+
+    class Connection:
+        session = None
+
+        def set_session(self, session):
+            self.session = session
+
+        def get_session(self):
+            return "S1"
+
+    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+    from zope.interface import implementer
+
+    @implementer(IOpenSSLClientConnectionCreator)
+    class Creator:
+        def clientConnectionForTLS(self, tlsProtocol):
+            return Connection()
+
+    class Transport:
+        def getHandle(self):
+            return Connection()
+
+    target = [("a.example", 443)]
+    r = ResumingClientTLS(Creator(), lambda: target[0])
+    assert r.clientConnectionForTLS(None).session is None
+    r.keep(Transport())
+    assert r.clientConnectionForTLS(None).session == "S1"
+    target[0] = ("b.example", 443)
+    assert r.clientConnectionForTLS(None).session is None
+    target[0] = ("a.example", 8443)
+    assert r.clientConnectionForTLS(None).session is None
+    target[0] = ("a.example", 443)
+    r.forget()
+    assert r.clientConnectionForTLS(None).session is None
+    # another client's wrapper is unwrapped, never shared; an old-style context factory is left as it is
+    other = resuming(r, lambda: target[0])
+    assert other is not r and other.creator is r.creator
+    old = object()
+    assert resuming(old, lambda: target[0]) is old
+
+
+def test_default_client_options_shared_per_host():
+    """Clients of one host share one default verified context (the system's roots loaded once), each with its own sessions."""
+    from txheartbeat import HeartbeatClientFactory
+    from txheartbeat._tls import defaultClientTLSOptions
+    from txheartbeat.testing import MemoryReactor
+
+    reactor = MemoryReactor()
+    a, b, c = (
+        HeartbeatClientFactory(url, Waiter(), reactor=reactor)
+        for url in ("wss://a.example/", "wss://a.example:8443/x", "wss://b.example/")
+    )
+    assert a.contextFactory is not b.contextFactory
+    assert a.contextFactory.creator is b.contextFactory.creator is defaultClientTLSOptions("a.example")
+    assert c.contextFactory.creator is not a.contextFactory.creator
+    assert c.contextFactory.creator._hostname == "b.example"
+
+
+def test_server_options_issue_session_tickets(tmp_path):
+    """serverTLSOptions' context issues session tickets (Twisted's CertificateOptions turns them off by default)."""
+    from OpenSSL import SSL
+
+    cert, key = writePair(tmp_path)
+    context = serverTLSOptions(cert, key).getContext()
+    assert not context.set_options(0) & SSL.OP_NO_TICKET
+
+
+def test_resuming_holds_its_client_weakly():
+    """A client's TLS wrapper does not keep the client alive (a class-level default may hold the first one): once it is gone, nothing is offered or kept."""
+    import gc
+    import weakref
+
+    from txheartbeat import HeartbeatClientFactory
+    from txheartbeat.testing import MemoryReactor
+
+    factory = HeartbeatClientFactory("wss://a.example/", Waiter(), reactor=MemoryReactor())
+    wrapper, gone = factory.contextFactory, weakref.ref(factory)
+    assert wrapper._where() == ("a.example", 443)
+    del factory
+    gc.collect()
+    assert gone() is None and wrapper._where() is None

@@ -53,6 +53,7 @@ from ._resume import REFUSED_CODES, RESUME_HEADER, ClientResume, checkReplayBoun
 from ._retry import ReconnectPolicy, RetryContext, shouldRetryByDefault
 from ._share import SharedValues, compact
 from ._shortcuts import enabled
+from ._tls import ResumingClientTLS, defaultClientTLSOptions, resuming
 
 _log = Logger(namespace="txheartbeat")
 
@@ -163,6 +164,8 @@ class HeartbeatClientProtocol(HeartbeatMixin, WebSocketClientProtocol):  # type:
         # and an application heartbeat would be numbered as a message.
         message = factory.pingMessage if self._stream is None else None
         self.startHeartbeat(factory.pingInterval, factory.pongTimeout, message)
+        if factory.isSecure:
+            factory._keepTLSSession(self)
         factory._protocolOpened(self)
         super()._onOpen()
         self.compactAfterOpen()
@@ -645,9 +648,18 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
     def _setTLS(self) -> None:
         if self.isSecure and not self._userContext:
-            from twisted.internet.ssl import optionsForClientTLS
+            # One verified context per host name, shared by the clients of that
+            # host; this client's sessions stay its own (resumed on reconnect).
+            self.contextFactory = resuming(defaultClientTLSOptions(self.host), self._tlsTarget)
 
-            self.contextFactory = optionsForClientTLS(self.host)
+    def _tlsTarget(self) -> Tuple[str, int]:
+        """Where the TLS session to resume must have been made: the URL's host and port (so the name verified)."""
+        return (self.host, self.port)
+
+    def _keepTLSSession(self, protocol: HeartbeatClientProtocol) -> None:
+        """``protocol`` opened: its TLS session is the one to resume (:class:`ResumingClientTLS`)."""
+        if isinstance(self.contextFactory, ResumingClientTLS) and ISSLTransport.providedBy(protocol.transport):
+            self.contextFactory.keep(protocol.transport)
 
     # Public ------------------------------------------------------------------
 
@@ -673,7 +685,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             self._refuse()
         self._checkHandlerFree()
         if contextFactory is not None:
-            self.contextFactory, self._userContext = contextFactory, True
+            self.contextFactory, self._userContext = resuming(contextFactory, self._tlsTarget), True
         self._ownDialing = True
 
         def cancel(d: Deferred[HeartbeatHandler]) -> None:

@@ -1,15 +1,20 @@
 """
-TLS options from PEM files: a server's certificate and key, a client's trusted CA.
+TLS options: a server's from PEM files, a client's (default, or trusting a CA
+file), and TLS session resumption for a reconnecting client.
 
-Both load and check everything when called (unreadable file, no certificate
-in it, a key that does not match the certificate), so a mistake stops the
-program before it listens or dials, with a message that names the file.
+The PEM helpers load and check everything when called (unreadable file, no
+certificate in it, a key that does not match the certificate), so a mistake
+stops the program before it listens or dials, with a message that names the file.
 """
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Callable, List, Optional, Tuple
+
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from zope.interface import implementer
 
 
 def _read(path: str, what: str) -> bytes:
@@ -36,8 +41,9 @@ def serverTLSOptions(certFile: str, keyFile: str) -> Any:
     """
     Server TLS options (Twisted ``CertificateOptions``) from PEM files, checked now.
 
-    The context releases idle connections' buffers (``MODE_RELEASE_BUFFERS``)
-    and offers ALPN ``http/1.1``.
+    The context releases idle connections' buffers (``MODE_RELEASE_BUFFERS``),
+    issues and accepts session tickets (a reconnecting client resumes its
+    session) and offers ALPN ``http/1.1``.
 
     :param certFile: the server's certificate, then any intermediate
         certificates it needs (the chain is sent to clients as given).
@@ -60,11 +66,16 @@ def serverTLSOptions(certFile: str, keyFile: str) -> Any:
     # ALPN http/1.1: WebSocket over TLS is HTTP/1.1, and browsers and curl offer
     # ALPN; Twisted's select callback (set on every context) answers a client
     # offer it shares nothing with by failing the handshake (alert 80).
+    # Session tickets: a reconnecting client resumes its session instead of a
+    # full handshake (no signature by the server's key).  Stateless: the server
+    # keeps nothing per session; the ticket key is random per process, in memory
+    # only (docs/tls.md).
     options = ssl.CertificateOptions(
         privateKey=key,  # type: ignore[arg-type]  # (pyOpenSSL takes cryptography keys; PKey is deprecated)
         certificate=chain[0],
         extraCertChain=chain[1:],
         acceptableProtocols=[b"http/1.1"],
+        enableSessionTickets=True,
     )
     try:
         options.getContext()  # (checks the key against the certificate; cached, used for every connection)
@@ -95,3 +106,108 @@ def clientTLSOptions(host: str, caFile: str) -> Any:
         for c in _certificates(_read(caFile, "CA file"), caFile, "CA file")
     ]
     return ssl.optionsForClientTLS(host, trustRoot=ssl.trustRootFromCertificates(roots))
+
+
+#: the default client options by host name, while some client uses them
+_defaults: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def defaultClientTLSOptions(host: str) -> Any:
+    """
+    The default ``wss://`` client options for ``host``: verified against the
+    system's roots, shared by every client of ``host`` in this process.
+
+    Twisted's ``optionsForClientTLS(host)`` makes one OpenSSL context per call,
+    and loading the system's roots into it costs about 0.9 MB (Debian's 144 CA
+    certificates): per client, that was most of a ``wss://`` client's memory.
+    The options hold no per-connection state (Twisted uses one for every
+    connection of a client), so clients of one host share them.  They accept
+    session tickets (for servers that speak TLS 1.2; TLS 1.3 needs nothing).
+    """
+    options = _defaults.get(host)
+    if options is None:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        options = _defaults[host] = optionsForClientTLS(host, extraCertificateOptions={"enableSessionTickets": True})
+    return options
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class ResumingClientTLS:
+    """
+    One client's TLS connection creator: ``creator``'s connections, the next
+    offering the session of the last one that opened, if it was to the same
+    ``(host, port)``.
+
+    The session is kept only from a connection whose certificate was verified
+    and whose WebSocket handshake completed (:meth:`keep`), and offered only
+    through the same ``creator``, so with the same host name to verify and the
+    same trust.  A server that does not know the session (restarted with a new
+    ticket key, or the session expired) answers with a full handshake, verified
+    as any; the session of that connection is kept instead.
+
+    :param creator: an ``IOpenSSLClientConnectionCreator`` (Twisted's
+        ``optionsForClientTLS``, :func:`clientTLSOptions`).
+    :param target: ``() -> (host, port)`` the client is dialling now; a bound
+        method is held weakly (the factory keeps this object, and a copy of the
+        first factory's attributes may outlive it as class-level defaults).
+    """
+
+    __slots__ = ("creator", "_target", "_session", "__weakref__")
+
+    def __init__(self, creator: Any, target: Callable[[], Tuple[str, int]]) -> None:
+        self.creator = creator
+        self._target: Callable[[], Any] = (
+            weakref.WeakMethod(target) if hasattr(target, "__self__") else (lambda: target)  # type: ignore[arg-type]
+        )
+        self._session: Optional[Tuple[Tuple[str, int], Any]] = None
+
+    def _where(self) -> Optional[Tuple[str, int]]:
+        target = self._target()
+        return None if target is None else target()  # type: ignore[no-any-return]
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
+        """``creator``'s connection, with the last session set if it was to this ``(host, port)``."""
+        connection = self.creator.clientConnectionForTLS(tlsProtocol)
+        # A server that goes away without a TLS close (killed, restarted, a
+        # load balancer's reset) is an unexpected EOF, which OpenSSL answers
+        # with a fatal alert that marks the session not resumable: the very
+        # reconnect resumption is for.  The WebSocket layer frames every
+        # message and reports such an end as unclean (1006) either way, so the
+        # TLS layer's truncation check adds nothing here.  (Where pyOpenSSL or
+        # OpenSSL lack the option, sessions resume after orderly ends only.)
+        ignoreEOF = getattr(_SSL(), "OP_IGNORE_UNEXPECTED_EOF", 0)
+        if ignoreEOF and hasattr(connection, "set_options"):
+            connection.set_options(ignoreEOF)
+        kept = self._session
+        if kept is not None and kept[0] == self._where():
+            connection.set_session(kept[1])  # (before the handshake: Twisted starts it after this returns)
+        return connection
+
+    def keep(self, transport: Any) -> None:
+        """Keep the session of ``transport``'s TLS connection (once open: TLS 1.3 tickets come after the handshake)."""
+        getHandle = getattr(transport, "getHandle", None)
+        connection = getHandle() if getHandle is not None else None
+        getSession = getattr(connection, "get_session", None)
+        session = getSession() if getSession is not None else None
+        where = self._where()
+        self._session = None if session is None or where is None else (where, session)
+
+    def forget(self) -> None:
+        """Offer no session on the next connection."""
+        self._session = None
+
+
+def _SSL() -> Any:
+    from OpenSSL import SSL
+
+    return SSL
+
+
+def resuming(creator: Any, target: Callable[[], Tuple[str, int]]) -> Any:
+    """``creator`` wrapped in a :class:`ResumingClientTLS` where it creates client connections, else as it is."""
+    if isinstance(creator, ResumingClientTLS):
+        creator = creator.creator  # (another client's: its sessions stay its own)
+    if not IOpenSSLClientConnectionCreator.providedBy(creator):
+        return creator
+    return ResumingClientTLS(creator, target)
