@@ -247,7 +247,7 @@ def kib(value: Any) -> str:
     return "–" if value is None else f"{value / 1024:.2f} KiB"
 
 
-def markdown(results: Result, heading: str = "## 7. TLS (issue 21)") -> List[str]:
+def markdown(results: Result, heading: str = "## 8. TLS (issue 21)") -> List[str]:
     lines = [heading, "", "### Idle wss:// connections at both ends", ""]
     by = f" by `{results['command']}`" if results.get("command") else ""
     lines.append(
