@@ -413,3 +413,29 @@ async def test_a_browser_session_outlives_its_process(processes: Processes) -> N
     await until(lambda: len(b.got) == 1 and second.messages() == ["s1"], lambda: f"{b.got} {second.got}")
     assert a.got == [("p0", False), ("p1", False), ("p2", False)] and b.got == [("p3", False)]
     second.sendClose(1000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batched_lease_runs_out_so_a_paused_owner_cannot_deliver(
+    processes: Processes, redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """durability="batched": an owner whose lease ran out (as after a pause longer than LEASE_TIME) asks the store before it delivers, and is fenced if the session moved."""
+    from txheartbeat import _durable
+
+    monkeypatch.setattr(_durable, "LEASE_TIME", 0.0)  # (every lease has run out by the next message)
+    a = await processes.start(durability="batched")
+    client = Client()
+    await opened(connect(processes.url, client, resume=True, reactor=_reactor, pingInterval=60, **FAST))
+    client.send("c0")
+    await until(lambda: len(a.got) == 1, lambda: str(a.got))
+    session = a.sessions[0]
+    assert session.seen > session.stream.received  # a lease ahead: without the time limit, c1 would go through
+    await processes.stores[0]._events.stop()  # deaf to the takeover, as a paused process
+    other = RedisSessionStore(redis.url, reactor=_reactor)
+    processes.stores.append(other)
+    await other.start()
+    await other.claim(session.key, 0, 60)
+    client.send("c1")
+    await until(lambda: a.events, lambda: "fenced")
+    assert a.events[0][0] == "moved" and a.got == [("c0", False)]
+    client.close()

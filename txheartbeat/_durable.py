@@ -61,6 +61,13 @@ _log = Logger(namespace="txheartbeat")
 _STORE_SLACK = 2
 
 
+#: seconds a lease to deliver ahead of the store lasts (durability "batched"): a process
+#: paused longer than this (SIGSTOP, GC) asks the store again before it delivers, and is
+#: fenced if its session moved meanwhile.  A client notices a dead server no sooner than
+#: its pongTimeout after the last bytes, so a takeover never falls within a lease unless a
+#: client's dead-peer bound is shorter than this.
+LEASE_TIME = 0.5
+
 #: what :meth:`DurableSessions.offerLater` answers when the store cannot say whether a
 #: resume took: the client is asked to try again later, with its token
 RETRY = "retry later"
@@ -152,6 +159,8 @@ class DurableSession(ServerSession):
     _paused = False
     #: messages pushed from elsewhere that the claim found waiting (numbered once attached)
     _waiting = 0
+    #: when the lease ahead of the store (durability "batched") runs out, on the reactor's clock
+    _leaseUntil = 0.0
 
     def __init__(self, token: str, stream: SessionStream, sessions: DurableSessions, epoch: int, seen: int) -> None:
         super().__init__(token, stream)
@@ -295,7 +304,16 @@ class DurableSession(ServerSession):
         """
         if self.gone:
             return  # (nothing counts any more: never acknowledged, the client sends it again)
-        if self._held or self.stream.received >= self.seen:
+        stream = self.stream
+        if (
+            self._held
+            or stream.received >= self.seen
+            or (
+                # A lease ahead (durability "batched") lasts LEASE_TIME: a process that was paused
+                # longer asks the store again (and is fenced if its session moved meanwhile).
+                stream.received >= self.redeliverUpTo and self.sessions.factory.reactor.seconds() >= self._leaseUntil
+            )
+        ):
             self._held.append((data, isBinary))
             if not self._paused:
                 self._paused = True
@@ -328,7 +346,8 @@ class DurableSession(ServerSession):
             return
         self._leasing = True
         target = self.stream.received + len(self._held) + self.sessions.durable.lead
-        self._write(target).addCallback(self._extended, protocol, target)
+        until = self.sessions.factory.reactor.seconds() + LEASE_TIME  # (from the request: conservative)
+        self._write(target).addCallback(self._extended, protocol, target, until)
 
     def _unpause(self, protocol: HeartbeatServerProtocol) -> None:
         if self._paused:
@@ -343,12 +362,13 @@ class DurableSession(ServerSession):
             self._deliver(protocol, *held.popleft(), record=False)
         held.clear()
 
-    def _extended(self, ok: bool, protocol: HeartbeatServerProtocol, target: int) -> None:
+    def _extended(self, ok: bool, protocol: HeartbeatServerProtocol, target: int, until: float) -> None:
         self._leasing = False
         if not ok or self.gone:
             self._unpause(protocol)
             return
         self.seen = max(self.seen, target)
+        self._leaseUntil = until
         held = self._held
         stream = self.stream
         before = stream.received
