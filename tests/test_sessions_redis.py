@@ -422,7 +422,7 @@ async def test_a_batched_lease_runs_out_so_a_paused_owner_cannot_deliver(
     """durability="batched": an owner whose lease ran out (as after a pause longer than LEASE_TIME) asks the store before it delivers, and is fenced if the session moved."""
     from txheartbeat import _durable
 
-    monkeypatch.setattr(_durable, "LEASE_TIME", 0.0)  # (every lease has run out by the next message)
+    monkeypatch.setattr(_durable, "LEASE_TIME", 0.05)
     a = await processes.start(durability="batched")
     client = Client()
     await opened(connect(processes.url, client, resume=True, reactor=_reactor, pingInterval=60, **FAST))
@@ -435,6 +435,7 @@ async def test_a_batched_lease_runs_out_so_a_paused_owner_cannot_deliver(
     processes.stores.append(other)
     await other.start()
     await other.claim(session.key, 0, 60)
+    await until(lambda: _reactor.seconds() > session._leaseUntil, lambda: "the lease runs out")
     client.send("c1")
     await until(lambda: a.events, lambda: "fenced")
     assert a.events[0][0] == "moved" and a.got == [("c0", False)]

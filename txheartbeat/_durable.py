@@ -66,7 +66,7 @@ _STORE_SLACK = 2
 #: fenced if its session moved meanwhile.  A client notices a dead server no sooner than
 #: its pongTimeout after the last bytes, so a takeover never falls within a lease unless a
 #: client's dead-peer bound is shorter than this.
-LEASE_TIME = 0.5
+LEASE_TIME = 1.0
 
 #: what :meth:`DurableSessions.offerLater` answers when the store cannot say whether a
 #: resume took: the client is asked to try again later, with its token
@@ -338,7 +338,7 @@ class DurableSession(ServerSession):
             if record and (due or (flagged and stream.received == self.redeliverUpTo)):
                 self.record(protocol)
 
-    def _extend(self, protocol: HeartbeatServerProtocol) -> None:
+    def _extend(self, protocol: HeartbeatServerProtocol, again: bool = False) -> None:
         if self.gone:
             self._unpause(protocol)
             return
@@ -347,7 +347,7 @@ class DurableSession(ServerSession):
         self._leasing = True
         target = self.stream.received + len(self._held) + self.sessions.durable.lead
         until = self.sessions.factory.reactor.seconds() + LEASE_TIME  # (from the request: conservative)
-        self._write(target).addCallback(self._extended, protocol, target, until)
+        self._write(target).addCallback(self._extended, protocol, target, until, again)
 
     def _unpause(self, protocol: HeartbeatServerProtocol) -> None:
         if self._paused:
@@ -362,10 +362,16 @@ class DurableSession(ServerSession):
             self._deliver(protocol, *held.popleft(), record=False)
         held.clear()
 
-    def _extended(self, ok: bool, protocol: HeartbeatServerProtocol, target: int, until: float) -> None:
+    def _extended(self, ok: bool, protocol: HeartbeatServerProtocol, target: int, until: float, again: bool) -> None:
         self._leasing = False
         if not ok or self.gone:
             self._unpause(protocol)
+            return
+        if self.sessions.factory.reactor.seconds() >= until and self._held and not again:
+            # Answered, but read only after LEASE_TIME (this process was paused): the session may
+            # have moved meanwhile. Asked once more: a moved session is fenced, never delivered
+            # here (once: a store that is merely slow must not stop delivery).
+            self._extend(protocol, again=True)
             return
         self.seen = max(self.seen, target)
         self._leaseUntil = until

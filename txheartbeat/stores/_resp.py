@@ -34,6 +34,8 @@ _log = Logger(namespace="txheartbeat")
 
 Word = Union[bytes, str, int]
 Reply = Any  # bytes, int, None, a list of replies, or a ReplyError
+#: seconds of a last look, with the reactor running, before a late reply is blamed on Redis
+_SECOND_LOOK = 0.25
 #: a reply this long or a nesting this deep is a broken server, not data
 _MAX_BULK = 512 * 1024 * 1024
 
@@ -108,6 +110,8 @@ class RespProtocol(Protocol):
     timeout: Optional[float] = None
     _timer: Any = None
     _due = 0.0
+    _answered = 0  # replies read so far
+    _answeredAtCheck = -1
 
     def __init__(self) -> None:
         self._waiting: Deque[Deferred[Reply]] = deque()
@@ -148,6 +152,13 @@ class RespProtocol(Protocol):
             self._due = now + self.timeout - late
             self._timer = self.clock.callLater(self.timeout - late, self._overdue)
             return
+        if self._answeredAtCheck != self._answered:
+            # Answers came since the last look (or this is the first): this process may just have
+            # woken up with replies unread. One more short look before Redis is blamed.
+            self._answeredAtCheck = self._answered
+            self._due = now + _SECOND_LOOK
+            self._timer = self.clock.callLater(_SECOND_LOOK, self._overdue)
+            return
         _log.warn("txheartbeat: Redis did not answer within {t:g} s: reconnecting", t=self.timeout)
         self.transport.abortConnection()
 
@@ -178,6 +189,7 @@ class RespProtocol(Protocol):
         if not self._waiting:
             return  # (a subscription's confirmation)
         d = self._waiting.popleft()
+        self._answered += 1
         if self._sentAt:
             self._sentAt.popleft()
             if not self._sentAt and self._timer is not None:
