@@ -199,11 +199,18 @@ def analyse(clients: List[Dict[str, Any]], lines: List[str], before: Any, after:
         up["lost"] += max(0, lost)
         up["reported"] += c["lostReported"]
         up["sent"] += c["sent"]
+        # A duplicate is flagged when a copy says so: two workers' lines interleave in the pipe
+        # in the order they were read, not delivered, so which copy came first is not known here.
+        unflagged = Counter(n for n, flag in seen if not flag)
+        for n, copies in counts.items():
+            if copies > 1:
+                silent = max(0, unflagged[n] - 1)
+                up["dupUnflagged"] += silent
+                up["dupFlagged"] += copies - 1 - silent
         firstSeen = set()
         last = -1
-        for n, flag in seen:
+        for n, _ in seen:
             if n in firstSeen:
-                up["dupFlagged" if flag else "dupUnflagged"] += 1
                 continue
             firstSeen.add(n)
             if n < last:

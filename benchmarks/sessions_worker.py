@@ -24,7 +24,9 @@ from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol, SendQue
 from txheartbeat._durable import DurableSession
 from txheartbeat._workers import adopt, tellReady
 
-out = sys.stdout
+# Line-buffered: a line is in the pipe as soon as its message was delivered (a worker killed
+# with SIGKILL or stopped with SIGSTOP holds no unwritten lines back).
+out = open(sys.stdout.fileno(), "w", buffering=1, closefd=False)
 
 
 class Bench(HeartbeatServerProtocol):
