@@ -6,6 +6,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import serverFromString
 
 from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol, clientTLSOptions, connect, serverTLSOptions
+from txheartbeat._tls import resumptionWorks
 
 from .test_cli_tls import writePair
 from .test_endpoints import echoOnce
@@ -114,6 +115,14 @@ def fastClient(url: str, handler: Waiter, caFile: str, **kw):
     return factory, factory.connect(clientTLSOptions("localhost", caFile))
 
 
+needsResumption = pytest.mark.skipif(
+    not resumptionWorks(),
+    reason="TLS session resumption is off here: this Autobahn (< 23) reads a resumed session's certificate "
+    "with X509.get_extension, which this pyOpenSSL lacks",
+)
+
+
+@needsResumption
 @pytest_twisted.ensureDeferred
 async def test_reconnect_resumes_the_tls_session(tmp_path):
     """After a loss the client's next connection resumes its TLS session (client and server say so); the first was a full handshake."""
@@ -134,6 +143,7 @@ async def test_reconnect_resumes_the_tls_session(tmp_path):
         await server.stop()
 
 
+@needsResumption
 @pytest_twisted.ensureDeferred
 async def test_no_resumption_across_names_or_clients(tmp_path):
     """A session is never offered for another URL host (prepare() changes it) nor by another client of the same server."""
@@ -160,6 +170,7 @@ async def test_no_resumption_across_names_or_clients(tmp_path):
         await server.stop()
 
 
+@needsResumption
 @pytest_twisted.ensureDeferred
 async def test_server_restarted_with_new_ticket_keys_means_a_full_handshake(tmp_path):
     """A server restarted (new ticket keys) cannot resume the client's session: the client opens with a full, verified handshake and no error, then resumes the new session."""
@@ -187,6 +198,7 @@ async def test_server_restarted_with_new_ticket_keys_means_a_full_handshake(tmp_
             await second.stop()
 
 
+@needsResumption
 def test_resuming_offers_only_the_same_target():
     """ResumingClientTLS sets the kept session only on a connection to the (host, port) it was made with; forget() drops it."""
     from txheartbeat._tls import ResumingClientTLS, resuming
@@ -271,3 +283,28 @@ def test_resuming_holds_its_client_weakly():
     del factory
     gc.collect()
     assert gone() is None and wrapper._where() is None
+
+
+def test_resumption_is_off_where_autobahn_cannot_read_a_resumed_certificate(monkeypatch):
+    """Where this Autobahn reads certificates with X509.get_extension and pyOpenSSL lacks it, no session is offered (the check reads the code that runs)."""
+    from OpenSSL import crypto
+
+    from txheartbeat import _tls
+
+    monkeypatch.setattr(_tls, "_RESUMPTION_WORKS", None)
+    monkeypatch.delattr(crypto.X509, "get_extension", raising=False)
+    import inspect
+
+    monkeypatch.setattr(inspect, "getsource", lambda _: "ext = cert.get_extension(i)")
+    assert _tls.resumptionWorks() is False
+
+    class Creator:
+        def clientConnectionForTLS(self, tlsProtocol):
+            return type("C", (), {"set_session": lambda self, s: setattr(self, "session", s), "session": None})()
+
+    wrapper = _tls.ResumingClientTLS(Creator(), lambda: ("h", 443))
+    wrapper._session = (("h", 443), object())
+    assert wrapper.clientConnectionForTLS(None).session is None
+    monkeypatch.setattr(_tls, "_RESUMPTION_WORKS", None)
+    monkeypatch.setattr(inspect, "getsource", lambda _: "newer code")
+    assert _tls.resumptionWorks() is True

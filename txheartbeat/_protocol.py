@@ -692,7 +692,8 @@ class HeartbeatMixin:
             self.failure = failure
             self.wasNotCleanReason = failure.getErrorMessage()
         self.wasClean = False
-        if self.state == WebSocketProtocol.STATE_CLOSED:
+        # (no state: Autobahn's connectionMade raised before it set one; TCP goes all the same)
+        if getattr(self, "state", WebSocketProtocol.STATE_CLOSED) == WebSocketProtocol.STATE_CLOSED:
             # Autobahn already dropped it logically; make sure TCP goes.
             self.transport.abortConnection()
         else:

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.logger import Logger
 from zope.interface import implementer
+
+_log = Logger(namespace="txheartbeat")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -180,7 +183,7 @@ class ResumingClientTLS:
         if ignoreEOF and hasattr(connection, "set_options"):
             connection.set_options(ignoreEOF)
         kept = self._session
-        if kept is not None and kept[0] == self._where():
+        if kept is not None and kept[0] == self._where() and resumptionWorks():
             connection.set_session(kept[1])  # (before the handshake: Twisted starts it after this returns)
         return connection
 
@@ -202,6 +205,39 @@ def _SSL() -> Any:
     from OpenSSL import SSL
 
     return SSL
+
+
+def resumptionWorks() -> bool:
+    """
+    Whether a resumed session is safe with the Autobahn and pyOpenSSL in use.
+    On a resumed session the server's certificate is known when the
+    connection is made, and Autobahn then reads it; Autobahn before 23 reads
+    it with pyOpenSSL's ``X509.get_extension``, which newer pyOpenSSL
+    releases no longer have (the connection fails).  Checked on the code
+    that runs, not on version numbers.
+    """
+    global _RESUMPTION_WORKS
+    if _RESUMPTION_WORKS is None:
+        import inspect
+
+        from OpenSSL import crypto
+
+        try:
+            from autobahn.twisted import util
+
+            source = inspect.getsource(util)
+        except Exception:  # pragma: no cover - (no source to read: assume the newer code)
+            source = ""
+        _RESUMPTION_WORKS = hasattr(crypto.X509, "get_extension") or ".get_extension(" not in source
+        if not _RESUMPTION_WORKS:
+            _log.info(
+                "txheartbeat: TLS session resumption off: this Autobahn reads a resumed session's certificate "
+                "with X509.get_extension, which this pyOpenSSL lacks (Autobahn 23 or later does not)"
+            )
+    return _RESUMPTION_WORKS
+
+
+_RESUMPTION_WORKS: Optional[bool] = None
 
 
 def resuming(creator: Any, target: Callable[[], Tuple[str, int]]) -> Any:
