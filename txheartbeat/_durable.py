@@ -437,12 +437,14 @@ class DurableSession(ServerSession):
         stream = self.stream
         sessions = self.sessions
         d = sessions.durable.take(self.key, self.epoch, stream.maxMessages, stream.maxBytes, sessions.window)
-        d.addCallbacks(self._taken, self._notTaken, errbackArgs=(self.epoch,))
+        d.addCallbacks(self._taken, self._notTaken, callbackArgs=(stream.acked,), errbackArgs=(self.epoch,))
 
-    def _taken(self, answer: Tuple[int, int, List[Tuple[bytes, bool]]]) -> None:
+    def _taken(self, answer: Tuple[int, int, List[Tuple[bytes, bool]]], ackedBefore: int) -> None:
         self._taking = False
         first, left, messages = answer
         self._waitingLeft = left
+        if left and self.stream.acked > ackedBefore:
+            self._takeAgain = True  # (the client made room while the take was under way)
         for offset, (payload, isBinary) in enumerate(messages):
             if self.gone:
                 return
