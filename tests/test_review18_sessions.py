@@ -16,7 +16,6 @@ from twisted.internet.defer import ensureDeferred
 from txheartbeat import connect
 from txheartbeat._resume import Offer
 
-from .faultproxy import FaultProxy
 from .redisserver import Client as RedisClient
 from .redisserver import RedisServer
 from .test_resume_loopback import opened, until
@@ -120,12 +119,7 @@ async def test_a_push_that_did_not_fit_at_take_is_delivered_once_room_is_made(pr
     with it, never reported.
     """
     a = await processes.start(replayBufferSize=64)
-    proxy = FaultProxy(processes.number)
-    client = Client()
-    await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
-    session = a.sessions[0]
-    await proxy.stop()  # the client is away
-    await until(lambda: session.protocol is None, lambda: "the drop")
+    proxy, client, session = await processes.away(a)
     for i in range(63):
         session.send(f"s{i}")
     await until(lambda: session.stream.sent == 63, lambda: "stored")
@@ -263,13 +257,8 @@ async def test_session_data_lives_across_a_resume_to_the_same_process(processes:
     that holds the old object: a resumed client loses its subscriptions.
     """
     a = await processes.start()
-    proxy = FaultProxy(processes.number)
-    client = Client()
-    await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
-    first = a.sessions[0]
+    proxy, client, first = await processes.away(a)
     first.data["topics"] = ["news"]
-    await proxy.stop()
-    await until(lambda: first.protocol is None, lambda: "the drop")
     proxy.listen()
     await until(lambda: len(a.sessions) == 2 and a.sessions[1].protocol is not None, lambda: "the resume")
     assert a.sessions[1].protocol.resumed
@@ -291,12 +280,7 @@ async def test_a_claim_whose_answer_is_lost_loses_nothing_silently(processes: Pr
     from txheartbeat import StoreUnavailable
 
     a = await processes.start()
-    proxy = FaultProxy(processes.number)
-    client = Client()
-    await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
-    session = a.sessions[0]
-    await proxy.stop()
-    await until(lambda: session.protocol is None, lambda: "the drop")
+    proxy, client, session = await processes.away(a)
     session.send("unacked-1")
     await until(lambda: session.stream.sent == 1, lambda: "stored")
     processes.number = 0  # (b listens on a port of its own)
@@ -344,12 +328,8 @@ async def test_a_session_reported_expired_cannot_be_resumed(processes: Processes
     from txheartbeat import StoreUnavailable
 
     a = await processes.start()
-    proxy = FaultProxy(processes.number)
-    client = Client()
-    await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
-    session = a.sessions[0]
-    await proxy.stop()
-    await until(lambda: session.protocol is None and session._expiry is not None, lambda: "the drop")
+    proxy, client, session = await processes.away(a)
+    await until(lambda: session._expiry is not None, lambda: "the drop")
     session.send("reported-never-acked")
     await until(lambda: session.stream.sent == 1, lambda: "stored")
     store = processes.stores[-1]

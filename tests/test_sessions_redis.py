@@ -112,6 +112,16 @@ class Processes:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.number}/"
 
+    async def away(self, server: Server) -> Tuple[FaultProxy, Client, Any]:
+        """A resumable client of ``server`` through a proxy, then away: the proxy stopped (the client keeps trying) and its session detached, waiting for it."""
+        proxy = FaultProxy(self.number)
+        client = Client()
+        await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
+        session = server.sessions[-1]
+        await proxy.stop()
+        await until(lambda: session.protocol is None, lambda: "the drop")
+        return proxy, client, session
+
     async def crash(self, server: Server) -> None:
         """As a kill -9 looks from outside: the port closes, connections drop, nothing is handed over."""
         server._sessions.stopped = True  # (so that nothing is released or expired on the way down)
@@ -294,12 +304,7 @@ async def test_redis_stopped_while_serving_degrades_reports_and_recovers(process
 async def test_an_expired_session_is_refused_and_both_ends_told(processes: Processes) -> None:
     """A client away longer than the window: its owner reports the session expired with what was unacknowledged; the client's resume is refused (onSessionLost)."""
     a = await processes.start(resumeWindow=0.3)
-    proxy = FaultProxy(processes.number)
-    client = Client()
-    await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
-    session = a.sessions[0]
-    await proxy.stop()  # the client is away, trying again
-    await until(lambda: session.protocol is None, lambda: "the drop")
+    proxy, client, session = await processes.away(a)
     session.send("never-acked")
     client.send("c-while-away")
     await until(lambda: a.events, lambda: "expiry")
@@ -319,11 +324,7 @@ async def test_send_to_a_missing_or_full_session_fails_clearly(processes: Proces
         await a.sendTo("00" * 32, "x")
     with pytest.raises(ValueError, match="64 hex digits"):
         a.sendTo("not-an-address", "x")
-    proxy = FaultProxy(processes.number)
-    client = Client()
-    await opened(connect(proxy.url, client, resume=True, reactor=_reactor, **FAST))
-    await proxy.stop()  # the client is away: pushes wait in the store
-    await until(lambda: a.sessions[0].protocol is None, lambda: "the drop")
+    proxy, client, _ = await processes.away(a)  # (pushes wait in the store)
     address = a.sessions[0].address
     for i in range(64):
         await a.sendTo(address, f"p{i}")
