@@ -336,6 +336,7 @@ def frozenAtOnce(
     observe: float = 0.0,
     profile: Optional[str] = None,
     freezeGc: bool = False,
+    tls: str = "",
 ) -> Result:
     """
     ``count`` txheartbeat clients of a node server that pings each at its own
@@ -343,18 +344,23 @@ def frozenAtOnce(
     With ``reconnect`` the clients keep their default retries, and ``observe``
     seconds after the last verdict the sockets to the frozen server are counted.
     With ``freezeGc`` the client process calls ``gc.freeze()`` once all are open.
+    With ``tls`` (a directory holding ``cert.pem``, ``key.pem`` and
+    ``roots.pem``, see ``benchmarks/tls.py``) the server is ``wss://`` and
+    the clients verify it with their default context.
     """
     procs: List[Peer] = []
     server: Optional[Peer] = None
-    openFor = 30 + count / 100
+    openFor = 30 + count / (30 if tls else 100)
+    files = {name: os.path.join(tls, f"{name}.pem") for name in ("cert", "key", "roots")}
     try:
-        server = Peer([*node, "server", str(int(ping * 1000)), "511"], nodeEnv(), cpu=1)
+        env = nodeEnv(TLS_CERT=files["cert"], TLS_KEY=files["key"]) if tls else nodeEnv()
+        server = Peer([*node, "server", str(int(ping * 1000)), "511"], env, cpu=1)
         procs.append(server)
         port = server.need("port", 30)["port"]
         client = pythonWorker(
             "frozenClients",
-            pythonEnv(),
-            url=f"ws://127.0.0.1:{port}/",
+            {**pythonEnv(), **({"SSL_CERT_FILE": files["roots"]} if tls else {})},
+            url=f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/",
             count=count,
             ping=ping,
             pong=pong,
@@ -397,6 +403,7 @@ def frozenAtOnce(
             "sockets": sockets,
             "reconnect": reconnect,
             "freezeGc": freezeGc,
+            "tls": bool(tls),
         }
     finally:
         if server is not None:
@@ -1010,21 +1017,37 @@ def _watchStdin() -> None:
 def _gcPauses(since: Callable[[], Optional[float]], least: float = 0.002) -> List[List[float]]:
     """
     Record Python's cyclic-GC passes of ``least`` seconds or more once ``since()``
-    is a time: ``[seconds after it, generation, duration ms, objects collected]``.
+    is a time: ``[seconds after it, generation, duration ms, objects collected,
+    ms of this thread's CPU, ms waiting for a CPU]`` (the last two tell a pass
+    that worked from one whose process was not running: the kernel's
+    ``schedstat`` of this thread, where it has one, else ``-1``).
     """
     import gc
 
     pauses: List[List[float]] = []
-    began = [0.0]
+    began = [0.0, 0.0, 0]
+    try:
+        fd: Optional[int] = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    except OSError:
+        fd = None
+
+    def waited() -> int:
+        # schedstat: "ns on a CPU, ns runnable but waiting for one, timeslices"
+        return int(os.pread(fd, 100, 0).split()[1]) if fd is not None else 0
 
     def watch(phase: str, info: Dict[str, int]) -> None:
         if phase == "start":
-            began[0] = time.monotonic()
+            began[:] = [time.monotonic(), time.thread_time(), waited()]
             return
         start = since()
         took = time.monotonic() - began[0]
         if start is not None and took >= least:
-            pauses.append([round(began[0] - start, 4), info["generation"], round(took * 1000, 1), info["collected"]])
+            cpu = (time.thread_time() - began[1]) * 1000
+            wait = (waited() - began[2]) / 1e6 if fd is not None else -1
+            pauses.append(
+                [round(began[0] - start, 4), info["generation"], round(took * 1000, 1), info["collected"]]
+                + [round(cpu, 1), round(wait, 1)]
+            )
 
     gc.callbacks.append(watch)
     return pauses
@@ -1472,7 +1495,6 @@ def frozenClients(
     def handle(words: List[str]) -> None:
         if words[0] == "freeze":
             rec["frozeAt"] = float(words[1])
-            rec["attemptsAtFreeze"] = attempts()
             if profiler is not None:
                 profiler.enable()
         elif words[0] == "report":
@@ -1514,6 +1536,10 @@ def frozenClients(
             import gc
 
             gc.freeze()  # (README "At scale": measured, not recommended)
+        # Counted now, not at the freeze: a snapshot of every client's stats
+        # stalls the reactor for tens of ms at N = 10,000, and heartbeats
+        # sent late then make verdicts late 10 s later (measured).
+        rec["attemptsAtFreeze"] = attempts()
         say(ready=time.monotonic(), gcObjects=sum(after.values()), gcPerClient=sum(grown.values()) / count, gcTypes=top)
 
     def failed(f: Any) -> None:
