@@ -26,6 +26,7 @@ from txaio.interfaces import log_levels
 from ._errors import HeartbeatTimeout, NotConnected, ProtocolError, SendQueueFull
 from ._handler import encodeMessage
 from ._heartbeat import Heartbeat, checkByteCount
+from ._quietdebug import install as _quietDebug
 from ._resume import SessionStream, ackPayload, parseAck, parsePingAck, pingPayload
 from ._share import SharedValues, compact
 from ._shortcuts import enabled
@@ -41,6 +42,7 @@ except ImportError:  # pragma: no cover (a txaio without it: debug always looks 
 #: ``log.debug`` is this while inbound bytes may skip Autobahn's adapter (the "dataReceived" shortcut)
 _QUIET_RECEIVE = _LOG_OFF if enabled("dataReceived") else object()
 _DROP_HANDSHAKE = enabled("handshakeMemory")
+_quietDebug(_LOG_OFF)
 _DRAIN_POLL = 0.02
 
 #: Autobahn's keepalive options, replaced by txheartbeat's (name -> ours).
@@ -222,8 +224,8 @@ class HandshakeLog:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.wrapped, name)
-        if name != "failure" and name not in log_levels:
-            return method
+        if (name != "failure" and name not in log_levels) or method is _LOG_OFF:
+            return method  # (a level that is off logs nothing: nothing to redact, and no arguments kept)
 
         def emit(*args: Any, **kwargs: Any) -> Any:
             return method(*args, **{key: redactHeaders(value) for key, value in kwargs.items()})

@@ -108,6 +108,15 @@ SHORTCUTS: Tuple[Shortcut, ...] = (
         frozenset({"321152aa6aa02a2d", "315f953350060244"}),
     ),
     Shortcut(
+        "debugFormatting",
+        "Autobahn's per-connection debug lines are formatted only if they are logged",
+        (
+            "autobahn.websocket.protocol:WebSocketProtocol._connectionMade",
+            "autobahn.websocket.protocol:WebSocketClientProtocol.startHandshake",
+        ),
+        frozenset({"b1907403965e9a29"}),
+    ),
+    Shortcut(
         "failedConnects",
         "a failed TCP connect's transport is freed without a full GC pass",
         _on(_TCP[1:], "doConnect"),
