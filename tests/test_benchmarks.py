@@ -78,3 +78,23 @@ def test_quick_sessions_benchmark_runs(redis):
     assert [row.split("|")[2].strip() for row in rows] == ["memory", "redis-write"]
     redisRow = rows[1].split("|")
     assert redisRow[3].strip() == "0 / 0"  # nothing lost with the Redis store, silently or reported
+
+
+def test_quick_frozen_benchmark_runs():
+    """`benchmarks/frozen.py` at a small size prints one row per run and scheme, every client judged (or says why it skipped)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "frozen.py"), "--runs", "1", "--count", "200", "--ping", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout
+    assert text.startswith("### Frozen at once, run after run, ws:// and wss://")
+    if "Skipped:" in text:
+        assert not shutil.which("node") or "npm" in text, text
+        return
+    rows = re.findall(r"^\| 1 \| (wss?://) \| (\S+) / 200 \|", text, re.MULTILINE)
+    assert rows == [("ws://", "200"), ("wss://", "200")], text
+    assert "On time in every respect: ws://" in text and "wss://" in text
