@@ -37,7 +37,7 @@ from zope.interface import implementer
 from ._backoff import RetryPolicy, exponentialBackoff
 from ._errors import ConnectionClosed, GaveUp, HandshakeError, NotConnected, OpenTimeout, ProtocolError, TLSRequired
 from ._handler import HeartbeatHandler, Message, encodeMessage
-from ._heartbeat import checkByteCount, checkInterval
+from ._heartbeat import Timeline, checkByteCount, checkInterval
 from ._lifecycle import ATTEMPTING, FINAL, TRANSITIONS, Event, State
 from ._options import checkOptions, checkURL
 from ._protocol import (
@@ -484,7 +484,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     _costly = 0  # failures that cost the server, in a row since a stable open (backoff step)
     _refusals = 0  # refused attempts in a row
     _lostOpen = False  # the failure being decided ended an open connection
-    _openTimer: Optional[IDelayedCall] = None
+    _openTimer: Optional[Any] = None  # (an entry on the clock's timeline of openTimeout)
     _openedAt = 0.0
     _parked: Optional[List[Any]] = None  # waiters held while a loss's hooks run
     _resume: Optional[ClientResume] = None  # the session, with resume=True
@@ -1142,7 +1142,10 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._attemptId += 1
         self.continueTrying = 1
         self.handler._counts.attempts += 1
-        self._openTimer = self.clock.callLater(self.openTimeout, self._openTimerFired)
+        # On the timeline every factory with this openTimeout shares: thousands of
+        # attempts at once (a storm, every peer dead at once) hold one delayed
+        # call between them, not one each on the reactor's heap.
+        self._openTimer = Timeline.on(self.clock, self.openTimeout).callLater(self._openTimerFired)
         _log.debug("txheartbeat: connecting to {url}", url=self.safeURL)
 
     def _checkHandlerFree(self) -> None:
