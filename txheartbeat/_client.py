@@ -23,7 +23,6 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError, DNSLookupError, NotConnectingError
 from twisted.internet.interfaces import (
     IConnector,
-    IDelayedCall,
     IReactorPluggableNameResolver,
     IResolutionReceiver,
     ISSLTransport,
