@@ -156,18 +156,22 @@ class ResumingClientTLS:
         first factory's attributes may outlive it as class-level defaults).
     """
 
-    __slots__ = ("creator", "_target", "_session", "__weakref__")
+    __slots__ = ("creator", "_owner", "_target", "_session", "__weakref__")
 
     def __init__(self, creator: Any, target: Callable[[], Tuple[str, int]]) -> None:
         self.creator = creator
-        self._target: Callable[[], Any] = (
-            weakref.WeakMethod(target) if hasattr(target, "__self__") else (lambda: target)  # type: ignore[arg-type]
-        )
+        # A bound method is held as a weak reference to its object and its
+        # function (one object per client; a WeakMethod is four).
+        owner = getattr(target, "__self__", None)
+        self._owner: Optional[Callable[[], Any]] = None if owner is None else weakref.ref(owner)
+        self._target: Callable[..., Any] = target if owner is None else target.__func__  # type: ignore[attr-defined]
         self._session: Optional[Tuple[Tuple[str, int], Any]] = None
 
     def _where(self) -> Optional[Tuple[str, int]]:
-        target = self._target()
-        return None if target is None else target()  # type: ignore[no-any-return]
+        if self._owner is None:
+            return self._target()  # type: ignore[no-any-return]
+        owner = self._owner()
+        return None if owner is None else self._target(owner)  # type: ignore[no-any-return]
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
         """``creator``'s connection, with the last session set if it was to this ``(host, port)``."""
