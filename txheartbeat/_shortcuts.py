@@ -117,6 +117,16 @@ SHORTCUTS: Tuple[Shortcut, ...] = (
         frozenset({"b1907403965e9a29"}),
     ),
     Shortcut(
+        "tlsIdentity",
+        "a wss:// client's server identity is checked by one callback on its context, not one per connection",
+        (
+            "twisted.internet._sslverify:ClientTLSOptions.__init__",
+            "twisted.internet._sslverify:ClientTLSOptions.clientConnectionForTLS",
+            "twisted.internet._sslverify:_verifyCB",
+        ),
+        frozenset({"34b2bde432deb949"}),
+    ),
+    Shortcut(
         "failedConnects",
         "a failed TCP connect's transport is freed without a full GC pass",
         _on(_TCP[1:], "doConnect"),

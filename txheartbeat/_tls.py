@@ -17,6 +17,8 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ._tlsidentity import connectionFor, lean
+
 _log = Logger(namespace="txheartbeat")
 
 
@@ -108,7 +110,7 @@ def clientTLSOptions(host: str, caFile: str) -> Any:
         ssl.Certificate(crypto.X509.from_cryptography(c))
         for c in _certificates(_read(caFile, "CA file"), caFile, "CA file")
     ]
-    return ssl.optionsForClientTLS(host, trustRoot=ssl.trustRootFromCertificates(roots))
+    return lean(ssl.optionsForClientTLS(host, trustRoot=ssl.trustRootFromCertificates(roots)))
 
 
 #: the default client options by host name, while some client uses them
@@ -131,7 +133,9 @@ def defaultClientTLSOptions(host: str) -> Any:
     if options is None:
         from twisted.internet.ssl import optionsForClientTLS
 
-        options = _defaults[host] = optionsForClientTLS(host, extraCertificateOptions={"enableSessionTickets": True})
+        options = _defaults[host] = lean(
+            optionsForClientTLS(host, extraCertificateOptions={"enableSessionTickets": True})
+        )
     return options
 
 
@@ -175,7 +179,7 @@ class ResumingClientTLS:
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
         """``creator``'s connection, with the last session set if it was to this ``(host, port)``."""
-        connection = self.creator.clientConnectionForTLS(tlsProtocol)
+        connection = connectionFor(self.creator, tlsProtocol)
         # A server that goes away without a TLS close (killed, restarted, a
         # load balancer's reset) is an unexpected EOF, which OpenSSL answers
         # with a fatal alert that marks the session not resumable: the very

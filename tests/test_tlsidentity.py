@@ -1,0 +1,167 @@
+"""The "tlsIdentity" shortcut: txheartbeat's own client options check the server's identity once per context, as strictly as Twisted's per-connection callback."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor as _reactor
+from twisted.internet import ssl
+
+import txheartbeat._tlsidentity as tlsidentity
+from txheartbeat import GaveUp, HeartbeatClientFactory, clientTLSOptions
+
+from .conftest import NewGarbage, needsShortcut
+from .test_cli_tls import writePair
+from .test_integration import Waiter
+from .test_tls import ResumingServer
+
+
+def writeIPPair(directory: Path) -> tuple:
+    """A self-signed certificate for IP address 127.0.0.1 only, and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certFile, keyFile = directory / "ip-cert.pem", directory / "ip-key.pem"
+    certFile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyFile.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(certFile), str(keyFile)
+
+
+async def outcome(url: str, options) -> tuple:
+    """Connect once with ``options``; (opened, the errors reported, whether the TLS connection shares its context's verify callback)."""
+    h = Waiter()
+    factory = HeartbeatClientFactory(url, h, reactor=_reactor, maxRetries=0)
+    try:
+        await factory.connect(options)
+    except GaveUp:
+        return False, [e[2] for e in h.events if e[1] == "onError"], None
+    connection = h.protocol.transport.getHandle()
+    shared = connection._verify_helper is connection.get_context()._verify_helper
+    h.close()
+    await h.whenClosed()
+    return True, [], shared
+
+
+@needsShortcut("tlsIdentity")
+@pytest_twisted.ensureDeferred
+async def test_right_name_opens_without_a_callback_per_connection(tmp_path, monkeypatch):
+    """The server's certificate for the URL's name opens the connection, whose verify callback is its context's (Twisted makes one per connection)."""
+    cert, key = writePair(tmp_path)
+    server = ResumingServer(cert, key)
+    try:
+        opened, errors, shared = await outcome(f"wss://localhost:{server.number}/", clientTLSOptions("localhost", cert))
+        assert opened and errors == [] and shared
+        monkeypatch.setattr(tlsidentity, "enabled", lambda name: False)
+        opened, errors, shared = await outcome(f"wss://localhost:{server.number}/", clientTLSOptions("localhost", cert))
+        assert opened and errors == [] and not shared  # (without the shortcut: Twisted's own)
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("lean", [True, False], ids=["context check", "Twisted's per-connection check"])
+async def test_another_name_or_address_is_refused(tmp_path, monkeypatch, lean):
+    """A trusted certificate for another name, or for a name where the URL has an address, fails with VerificationError; never opens."""
+    from service_identity import VerificationError
+
+    if not lean:
+        monkeypatch.setattr(tlsidentity, "enabled", lambda name: False)
+    cert, key = writePair(tmp_path, "other.example")
+    server = ResumingServer(cert, key)
+    try:
+        for host in ("localhost", "127.0.0.1"):
+            options = clientTLSOptions(host, cert)
+            assert (options in tlsidentity._lean) == (lean and tlsidentity.enabled("tlsIdentity"))
+            opened, errors, _ = await outcome(f"wss://{host}:{server.number}/", options)
+            assert not opened and any(isinstance(e, VerificationError) for e in errors), errors
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_address_certificate_is_checked_by_address(tmp_path):
+    """A certificate naming IP 127.0.0.1 opens wss://127.0.0.1 and is refused for wss://localhost."""
+    from service_identity import VerificationError
+
+    cert, key = writeIPPair(tmp_path)
+    server = ResumingServer(cert, key)
+    try:
+        opened, errors, _ = await outcome(f"wss://127.0.0.1:{server.number}/", clientTLSOptions("127.0.0.1", cert))
+        assert opened and errors == []
+        opened, errors, _ = await outcome(f"wss://localhost:{server.number}/", clientTLSOptions("localhost", cert))
+        assert not opened and any(isinstance(e, VerificationError) for e in errors), errors
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_untrusted_certificate_for_the_right_name_is_refused(tmp_path):
+    """The identity check does not replace the chain check: a certificate for the name, from a CA not trusted, fails."""
+    from OpenSSL import SSL
+
+    cert, key = writePair(tmp_path)
+    other, _ = writePair(tmp_path / "..", "localhost")  # another self-signed certificate for the same name
+    server = ResumingServer(cert, key)
+    try:
+        opened, errors, _ = await outcome(f"wss://localhost:{server.number}/", clientTLSOptions("localhost", other))
+        assert not opened and any(isinstance(e, SSL.Error) for e in errors), errors
+    finally:
+        await server.stop()
+
+
+@needsShortcut("tlsIdentity")
+@pytest_twisted.ensureDeferred
+async def test_an_attempt_abandoned_in_the_handshake_leaves_no_tls_protocol_in_a_cycle(tmp_path):
+    """An attempt given up on (openTimeout) before the server's certificate came leaves its TLS protocol to reference counting."""
+    from twisted.internet import protocol
+
+    cert, _ = writePair(tmp_path)
+    mute = _reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), interface="127.0.0.1")
+    garbage = NewGarbage()
+    try:
+        handlers = [Waiter() for _ in range(3)]
+        for h in handlers:
+            factory = HeartbeatClientFactory(
+                f"wss://localhost:{mute.getHost().port}/", h, reactor=_reactor, openTimeout=0.2, maxRetries=0
+            )
+            factory.connect(clientTLSOptions("localhost", cert)).addErrback(lambda f: None)
+        for h in handlers:
+            await h.whenClosed()
+        left = garbage.found(lambda o: type(o).__module__.startswith(("twisted.protocols.tls", "OpenSSL")))
+        assert left == []
+    finally:
+        garbage.close()
+        await mute.stopListening()
+
+
+def test_options_a_user_made_are_left_as_twisted_made_them():
+    """Only txheartbeat's own options are made lean; a user's optionsForClientTLS keeps Twisted's per-connection check."""
+    theirs = ssl.optionsForClientTLS("localhost")
+    assert theirs not in tlsidentity._lean
+    from txheartbeat._tls import defaultClientTLSOptions
+
+    ours = defaultClientTLSOptions("lean.example")
+    assert (ours in tlsidentity._lean) == tlsidentity.enabled("tlsIdentity")
