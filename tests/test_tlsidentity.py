@@ -94,7 +94,7 @@ async def test_another_name_or_address_is_refused(tmp_path, monkeypatch, lean):
     try:
         for host in ("localhost", "127.0.0.1"):
             options = clientTLSOptions(host, cert)
-            assert (options in tlsidentity._lean) == (lean and tlsidentity.enabled("tlsIdentity"))
+            assert tlsidentity.isLean(options) == (lean and tlsidentity.enabled("tlsIdentity"))
             opened, errors, _ = await outcome(f"wss://{host}:{server.number}/", options)
             assert not opened and any(isinstance(e, VerificationError) for e in errors), errors
     finally:
@@ -160,8 +160,93 @@ async def test_an_attempt_abandoned_in_the_handshake_leaves_no_tls_protocol_in_a
 def test_options_a_user_made_are_left_as_twisted_made_them():
     """Only txheartbeat's own options are made lean; a user's optionsForClientTLS keeps Twisted's per-connection check."""
     theirs = ssl.optionsForClientTLS("localhost")
-    assert theirs not in tlsidentity._lean
+    assert not tlsidentity.isLean(theirs)
     from txheartbeat._tls import defaultClientTLSOptions
 
     ours = defaultClientTLSOptions("lean.example")
-    assert (ours in tlsidentity._lean) == tlsidentity.enabled("tlsIdentity")
+    assert tlsidentity.isLean(ours) == tlsidentity.enabled("tlsIdentity")
+
+
+def writeNoSANPair(directory: Path, commonName: str = "localhost") -> tuple:
+    """A self-signed certificate naming ``commonName`` in its subject only (no subjectAltName), and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certFile, keyFile = directory / "nosan-cert.pem", directory / "nosan-key.pem"
+    certFile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyFile.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(certFile), str(keyFile)
+
+
+@needsShortcut("tlsIdentity")
+@pytest_twisted.ensureDeferred
+async def test_a_certificate_without_names_is_refused(tmp_path):
+    """A trusted certificate with no subjectAltName (a subject name only) is refused: its names cannot be checked (fail closed)."""
+    cert, key = writeNoSANPair(tmp_path, "evil.example")
+    server = ResumingServer(cert, key)
+    try:
+        opened, errors, _ = await outcome(f"wss://localhost:{server.number}/", clientTLSOptions("localhost", cert))
+        assert not opened and errors, errors
+    finally:
+        await server.stop()
+
+
+def test_wrappers_overrides_and_unhashable_creators_take_twisteds_path():
+    """Only those very options are lean: an equal wrapper, an instance override, an unhashable creator go through their own clientConnectionForTLS."""
+    from dataclasses import dataclass
+
+    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+    from zope.interface import implementer
+
+    from txheartbeat._tls import defaultClientTLSOptions
+
+    ours = defaultClientTLSOptions("wrapped.example")
+    called = []
+
+    class Wrapper:
+        def __eq__(self, other):
+            return other is ours or other is self
+
+        def __hash__(self):
+            return hash(ours)
+
+        def clientConnectionForTLS(self, protocol):
+            called.append("wrapper")
+            return "wrapper's"
+
+    assert tlsidentity.connectionFor(Wrapper(), object()) == "wrapper's"
+    ours.clientConnectionForTLS = lambda protocol: called.append("override") or "override's"
+    try:
+        assert tlsidentity.connectionFor(ours, object()) == "override's"
+    finally:
+        del ours.clientConnectionForTLS
+
+    @implementer(IOpenSSLClientConnectionCreator)
+    @dataclass
+    class Mine:
+        name: str
+
+        def clientConnectionForTLS(self, protocol):
+            called.append("mine")
+            return "mine"
+
+    assert tlsidentity.connectionFor(Mine("x"), object()) == "mine"
+    assert called == ["wrapper", "override", "mine"]

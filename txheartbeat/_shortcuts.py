@@ -123,8 +123,12 @@ SHORTCUTS: Tuple[Shortcut, ...] = (
             "twisted.internet._sslverify:ClientTLSOptions.__init__",
             "twisted.internet._sslverify:ClientTLSOptions.clientConnectionForTLS",
             "twisted.internet._sslverify:_verifyCB",
+            "twisted.internet._sslverify:optionsForClientTLS",
+            "twisted.internet._sslverify:OpenSSLCertificateOptions.getContext",
+            "twisted.internet._sslverify:OpenSSLCertificateOptions._makeTLSConnection",
+            "twisted.protocols._tls_legacy:_convertToAppropriateFactory",
         ),
-        frozenset({"34b2bde432deb949"}),
+        frozenset({"65b9632facc9715e"}),
     ),
     Shortcut(
         "failedConnects",

@@ -22,7 +22,7 @@ protocol (OpenSSL's application data, which Twisted sets) with the same
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Dict, Tuple
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,8 +31,16 @@ from ._shortcuts import enabled
 
 _log = Logger(namespace="txheartbeat")
 
-#: options whose context checks the identity itself (see :func:`lean`)
-_lean: weakref.WeakSet[Any] = weakref.WeakSet()
+#: id(options) -> (the options, weakly; the context that checks their identity), see :func:`lean`.
+#: Looked up by identity: a wrapper equal to the options, or options with a
+#: ``clientConnectionForTLS`` of their own, take Twisted's path.
+_lean: Dict[int, Tuple[Any, Any]] = {}
+
+
+def isLean(options: Any) -> bool:
+    """Whether ``options`` (those very options) have their identity checked by their context."""
+    entry = _lean.get(id(options))
+    return entry is not None and entry[0]() is options
 
 
 def _identityCheck(serviceID: Any) -> Callable[..., bool]:
@@ -44,14 +52,18 @@ def _identityCheck(serviceID: Any) -> Callable[..., bool]:
         if depth != 0:
             return result  # (only the server's own certificate names it)
         try:
+            verify_service_identity(extract_patterns(certificate), [serviceID], [])
+        except BaseException as e:
+            # Fail closed: a certificate whose names cannot be read (service_identity's
+            # CertificateError: no subjectAltName) is refused too, where Twisted's own
+            # callback logs it and lets the handshake go on.
+            result = False
+            if not isinstance(e, VerificationError):
+                _log.failure("txheartbeat: the server's certificate names cannot be checked; refused")
             try:
-                verify_service_identity(extract_patterns(certificate), [serviceID], [])
-            except VerificationError:
-                result = False
                 connection.get_app_data().failVerification(Failure())
-        except BaseException:
-            # An exception out of an OpenSSL callback would be lost: logged here, as Twisted does.
-            _log.failure("txheartbeat: while verifying the server's certificate")
+            except BaseException:  # (an exception out of an OpenSSL callback would be lost)
+                _log.failure("txheartbeat: while failing a connection whose certificate was refused")
         return result
 
     return verify
@@ -59,7 +71,7 @@ def _identityCheck(serviceID: Any) -> Callable[..., bool]:
 
 def lean(options: Any) -> Any:
     """Set ``options``' identity check on its context, where the shortcut holds; ``options`` itself."""
-    if not enabled("tlsIdentity"):
+    if not enabled("tlsIdentity") or type(options).__name__ != "ClientTLSOptions":
         return options
     try:
         from OpenSSL.SSL import VERIFY_FAIL_IF_NO_PEER_CERT, VERIFY_PEER
@@ -70,15 +82,19 @@ def lean(options: Any) -> Any:
         context.set_verify(VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT, _identityCheck(serviceID))
     except Exception:  # pragma: no cover - (not the verified code after all: Twisted's own path)
         return options
-    _lean.add(options)
+    key = id(options)
+    _lean[key] = (weakref.ref(options, lambda _: _lean.pop(key, None)), context)
     return options
 
 
 def connectionFor(options: Any, tlsProtocol: Any) -> Any:
     """``options.clientConnectionForTLS(tlsProtocol)``, with no verify callback of its own if ``options`` is lean."""
-    if options not in _lean:
+    entry = _lean.get(id(options))
+    if entry is None or entry[0]() is not options or "clientConnectionForTLS" in vars(options):
         return options.clientConnectionForTLS(tlsProtocol)
     connection = options._createConnection(tlsProtocol)
+    if connection.get_context() is not entry[1]:  # pragma: no cover - (not the context checked: Twisted's path)
+        return options.clientConnectionForTLS(tlsProtocol)
     if options._sendServerName:
         connection.set_tlsext_host_name(options._hostnameBytes)
     return connection
