@@ -73,6 +73,7 @@ def test_other_callers_get_pformat_itself():
     timings.track("x")
     assert isinstance(str(timings), str) and str(timings) == pformat(timings._timings)
     assert autobahnProtocol.pformat({"a": 1}, width=10) == pformat({"a": 1}, width=10)
+    assert autobahnProtocol.pformat(object={"a": 1}) == pformat({"a": 1})  # (pprint's own parameter name)
 
 
 def test_off_leaves_autobahn_as_it_is():

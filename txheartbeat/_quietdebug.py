@@ -11,6 +11,12 @@ drops debug lines, ``pformat`` called from those two functions returns a
 :class:`Formatted` that formats the same text if anything ever asks for it;
 every other caller (Autobahn's ``Timings.__str__``), and every call while
 debug logging is on, gets ``pprint.pformat`` itself.
+
+One race is left: the debug method is looked up by Autobahn before the
+argument is made, and again here.  Debug logging turned off between the two
+(a signal handler that changes the level, in the middle of that line) sends
+one debug event carrying a :class:`Formatted`: its text is right, but a JSON
+log observer stores the field as unpersistable.
 """
 
 from __future__ import annotations
@@ -40,14 +46,14 @@ class Formatted:
 
 
 def _formatter(lazyIn: FrozenSet[Any], logOff: Any) -> Any:
-    def pformatWhenLogged(value: Any, *args: Any, **kwargs: Any) -> Any:
-        if not args and not kwargs:
+    def pformatWhenLogged(*args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs:
             caller = sys._getframe(1)
             if caller.f_code in lazyIn:
                 log = getattr(caller.f_locals.get("self"), "log", None)
                 if getattr(log, "debug", None) is logOff:
-                    return Formatted(value)
-        return pformat(value, *args, **kwargs)
+                    return Formatted(args[0])
+        return pformat(*args, **kwargs)
 
     return pformatWhenLogged
 
