@@ -20,17 +20,17 @@ from .test_integration import Waiter
 from .test_tls import ResumingServer
 
 
-def writeIPPair(directory: Path) -> tuple:
-    """A self-signed certificate for IP address 127.0.0.1 only, and its key, as PEM files."""
+def writeSelfSigned(directory: Path, commonName: str, names: list) -> tuple:
+    """A self-signed EC certificate with subject ``commonName`` and subjectAltName ``names`` (none: no extension), and its key."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -38,16 +38,27 @@ def writeIPPair(directory: Path) -> tuple:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
-    certFile, keyFile = directory / "ip-cert.pem", directory / "ip-key.pem"
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), False)
+    cert = builder.sign(key, hashes.SHA256())
+    certFile, keyFile = (
+        directory / f"{commonName}-{len(names)}-cert.pem",
+        directory / f"{commonName}-{len(names)}-key.pem",
+    )
     certFile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     keyFile.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return str(certFile), str(keyFile)
+
+
+def writeIPPair(directory: Path) -> tuple:
+    """A self-signed certificate for IP address 127.0.0.1 only, and its key, as PEM files."""
+    from cryptography import x509
+
+    return writeSelfSigned(directory, "127.0.0.1", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
 
 
 async def outcome(url: str, options) -> tuple:
@@ -169,31 +180,7 @@ def test_options_a_user_made_are_left_as_twisted_made_them():
 
 def writeNoSANPair(directory: Path, commonName: str = "localhost") -> tuple:
     """A self-signed certificate naming ``commonName`` in its subject only (no subjectAltName), and its key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certFile, keyFile = directory / "nosan-cert.pem", directory / "nosan-key.pem"
-    certFile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyFile.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return str(certFile), str(keyFile)
+    return writeSelfSigned(directory, commonName, [])
 
 
 @needsShortcut("tlsIdentity")
