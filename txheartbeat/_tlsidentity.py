@@ -10,8 +10,7 @@ list, closures).  That is about a dozen objects per connection for Python's
 collector to walk, in reference cycles; and an attempt abandoned before the
 server's certificate arrived leaves its whole TLS protocol in such a cycle,
 freed only by a full pass.  The options txheartbeat makes for a host
-(:func:`~txheartbeat._tls.defaultClientTLSOptions`,
-:func:`~txheartbeat.clientTLSOptions`) have one context each, so the same
+(the default for a ``wss://`` URL, and ``clientTLSOptions``) have one context each, so the same
 check is set once on that context: for the certificate at depth 0 the
 server's identity is checked against the host name or IP address, as
 Twisted's callback does, and a mismatch fails the connection through its TLS
