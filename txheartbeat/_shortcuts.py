@@ -44,6 +44,9 @@ class Shortcut(NamedTuple):
     mirrors: Tuple[str, ...]
     #: the digests (:func:`digest`) of those functions' source it was verified against
     verified: FrozenSet[str]
+    #: where set, the function (``module:Qualified.name``) whose cost the shortcut
+    #: saves: a release without it does not need the shortcut (off, and not reported)
+    saves: str = ""
 
 
 _AUTOBAHN = ("autobahn.twisted.websocket:WebSocketServerProtocol", "autobahn.twisted.websocket:WebSocketClientProtocol")
@@ -129,6 +132,8 @@ SHORTCUTS: Tuple[Shortcut, ...] = (
             "twisted.protocols._tls_legacy:_convertToAppropriateFactory",
         ),
         frozenset({"65b9632facc9715e"}),
+        # (Twisted before 23 checks the identity once per context itself, from an info callback)
+        saves="twisted.internet._sslverify:_verifyCB",
     ),
     Shortcut(
         "failedConnects",
@@ -275,6 +280,18 @@ def _forcedOff(setting: str) -> Tuple[FrozenSet[str], List[str]]:
     return frozenset(off), unknown
 
 
+#: the start of the reason a shortcut is off where the cost it saves does not exist
+NOT_NEEDED = "not needed here"
+
+
+def _exists(path: str) -> bool:
+    try:
+        _resolve(path)
+    except Exception:
+        return False
+    return True
+
+
 def check(environ: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[bool, str]]:
     """Each shortcut's name -> (on, why): checked against the code installed now and ``TXHEARTBEAT_SHORTCUTS``."""
     forced, _ = _forcedOff((os.environ if environ is None else environ).get("TXHEARTBEAT_SHORTCUTS", ""))
@@ -282,6 +299,9 @@ def check(environ: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[bool, str
     for shortcut in SHORTCUTS:
         if shortcut.name in forced:
             verdicts[shortcut.name] = (False, "turned off by TXHEARTBEAT_SHORTCUTS")
+            continue
+        if shortcut.saves and not _exists(shortcut.saves):
+            verdicts[shortcut.name] = (False, f"{NOT_NEEDED} ({shortcut.saves} does not exist)")
             continue
         found = digest(shortcut.mirrors)
         if found is None:
@@ -335,7 +355,9 @@ def _report() -> None:
             unknown=", ".join(repr(u) for u in unknown),
             names=", ".join(s.name for s in SHORTCUTS),
         )
-    off: List[str] = [f"{name} ({why})" for name, (on, why) in VERDICTS.items() if not on]
+    off: List[str] = [
+        f"{name} ({why})" for name, (on, why) in VERDICTS.items() if not on and not why.startswith(NOT_NEEDED)
+    ]
     if off:
         _log.info(
             "txheartbeat: Autobahn's or Twisted's own code path is used for {count} shortcut(s) on {versions}: "
