@@ -14,16 +14,21 @@ from .cdp import findChromium
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_benchmarks_run(tmp_path):
-    """`benchmarks/run.py --quick` completes and writes all four measurements."""
-    out = tmp_path / "BENCHMARKS.md"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--output", str(out)],
+def benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python benchmarks/SCRIPT.py ARGS`` with this checkout's txheartbeat, its output captured (10 minutes at most)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *args],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def test_quick_benchmarks_run(tmp_path):
+    """`benchmarks/run.py --quick` completes and writes all four measurements."""
+    out = tmp_path / "BENCHMARKS.md"
+    result = benchmark("run", "--quick", "--output", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text()
     for heading in (
@@ -45,13 +50,7 @@ def test_quick_benchmarks_run(tmp_path):
 @pytest.mark.skipif(findChromium() is None, reason="no Chromium found; .ci/run installs Debian's chromium")
 def test_quick_browser_benchmark_runs():
     """`benchmarks/browser.py --quick` completes and prints section 7 with its four parts, txheartbeat.js measured in each."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "browser.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = benchmark("browser", "--quick")
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout
     assert text.startswith("## 7. Browser end (issue 20) (--quick)")
@@ -66,13 +65,7 @@ def test_quick_browser_benchmark_runs():
 def test_quick_sessions_benchmark_runs(redis):
     """`benchmarks/sessions.py --quick` (kill -9 of a worker, memory and Redis stores) completes and prints its table."""
     del redis  # (only so that the test skips, saying why, without redis-server; the script starts its own)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "sessions.py"), "--quick", "--clients", "10", "--duration", "6"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = benchmark("sessions", "--quick", "--clients", "10", "--duration", "6")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| kill9 |")]
     assert [row.split("|")[2].strip() for row in rows] == ["memory", "redis-write"]
@@ -82,13 +75,7 @@ def test_quick_sessions_benchmark_runs(redis):
 
 def test_quick_frozen_benchmark_runs():
     """`benchmarks/frozen.py` at a small size prints one row per run and scheme, every client judged (or says why it skipped)."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "frozen.py"), "--runs", "1", "--count", "200", "--ping", "1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = benchmark("frozen", "--runs", "1", "--count", "200", "--ping", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout
     assert text.startswith("### Frozen at once, run after run, ws:// and wss://")

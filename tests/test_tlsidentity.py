@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 from pathlib import Path
 
@@ -18,39 +17,18 @@ from .conftest import NewGarbage, needsShortcut
 from .test_cli_tls import writePair
 from .test_integration import Waiter
 from .test_tls import ResumingServer
+from .tlsserver import selfSignedPEM
 
 
 def writeSelfSigned(directory: Path, commonName: str, names: list) -> tuple:
-    """A self-signed EC certificate with subject ``commonName`` and subjectAltName ``names`` (none: no extension), and its key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    )
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), False)
-    cert = builder.sign(key, hashes.SHA256())
+    """:func:`selfSignedPEM` written as PEM files in ``directory``: (certificate file, key file)."""
+    certPem, keyPem = selfSignedPEM(commonName, names)
     certFile, keyFile = (
         directory / f"{commonName}-{len(names)}-cert.pem",
         directory / f"{commonName}-{len(names)}-key.pem",
     )
-    certFile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyFile.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    certFile.write_bytes(certPem)
+    keyFile.write_bytes(keyPem)
     return str(certFile), str(keyFile)
 
 

@@ -23,12 +23,12 @@ from twisted.internet.defer import Deferred
 from txheartbeat.testing import echoServerFactory
 
 
-def selfSigned(name: str) -> ssl.PrivateCertificate:
-    """A fresh EC key and a self-signed CA certificate for DNS name ``name``."""
+def selfSignedPEM(commonName: str, names: list) -> tuple:
+    """A fresh EC key and a self-signed CA certificate (subject ``commonName``, subjectAltName ``names``, none: no such extension), as PEM ``(certificate, key)``."""
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
@@ -36,14 +36,21 @@ def selfSigned(name: str) -> ssl.PrivateCertificate:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
-    certPem = cert.public_bytes(serialization.Encoding.PEM)
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(
+        key, hashes.SHA256()
+    )
     keyPem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    return cert.public_bytes(serialization.Encoding.PEM), keyPem
+
+
+def selfSigned(name: str) -> ssl.PrivateCertificate:
+    """A fresh EC key and a self-signed CA certificate for DNS name ``name``."""
+    certPem, keyPem = selfSignedPEM(name, [x509.DNSName(name)])
     return ssl.PrivateCertificate.loadPEM(certPem + keyPem)
 
 

@@ -36,10 +36,17 @@ _log = Logger(namespace="txheartbeat")
 _lean: Dict[int, Tuple[Any, Any]] = {}
 
 
+def _checkingContext(options: Any) -> Any:
+    """The context that checks the identity for ``options`` (those very options, not overridden), or ``None``."""
+    entry = _lean.get(id(options))
+    if entry is None or entry[0]() is not options or "clientConnectionForTLS" in vars(options):
+        return None
+    return entry[1]
+
+
 def isLean(options: Any) -> bool:
     """Whether ``options`` (those very options) have their identity checked by their context."""
-    entry = _lean.get(id(options))
-    return entry is not None and entry[0]() is options
+    return _checkingContext(options) is not None
 
 
 def _identityCheck(serviceID: Any) -> Callable[..., bool]:
@@ -88,11 +95,11 @@ def lean(options: Any) -> Any:
 
 def connectionFor(options: Any, tlsProtocol: Any) -> Any:
     """``options.clientConnectionForTLS(tlsProtocol)``, with no verify callback of its own if ``options`` is lean."""
-    entry = _lean.get(id(options))
-    if entry is None or entry[0]() is not options or "clientConnectionForTLS" in vars(options):
+    context = _checkingContext(options)
+    if context is None:
         return options.clientConnectionForTLS(tlsProtocol)
     connection = options._createConnection(tlsProtocol)
-    if connection.get_context() is not entry[1]:  # pragma: no cover - (not the context checked: Twisted's path)
+    if connection.get_context() is not context:  # pragma: no cover - (not the context checked: Twisted's path)
         return options.clientConnectionForTLS(tlsProtocol)
     if options._sendServerName:
         connection.set_tlsext_host_name(options._hostnameBytes)
