@@ -418,3 +418,139 @@ def test_timelines_of_gone_heartbeats_are_not_kept():
     del hb
     gc.collect()
     assert len(Timeline._lines[clock]) == 0
+
+
+def test_timers_run_in_due_order_none_early_on_one_delayed_call():
+    """Calls at any delay on a clock's timers: due order (made order among equals), none early, one delayed call between them."""
+    from txheartbeat._heartbeat import Timers
+
+    clock = Clock()
+    timers = Timers(clock)
+    ran = []
+    for name, delay in [("c", 3.0), ("a", 1.0), ("b", 2.0), ("b2", 2.0), ("d", 3.5)]:
+        timers.callLater(delay, ran.append, name)
+    clock.callLater(2.5, ran.append, "other")
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [1.0, 2.5]
+    clock.advance(0.999)
+    assert ran == []
+    clock.advance(0.001)
+    assert ran == ["a"]
+    clock.advance(1.499)
+    assert ran == ["a", "b", "b2"]
+    clock.advance(0.001)
+    clock.advance(0.5)
+    assert ran == ["a", "b", "b2", "other", "c"]
+    timers.callLater(0.25, ran.append, "e")  # sooner than the armed 3.5: re-armed
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [3.25]
+    clock.advance(1)
+    assert ran == ["a", "b", "b2", "other", "c", "e", "d"] and clock.getDelayedCalls() == []
+
+
+def test_timers_calls_made_while_firing_wait_for_the_next_turn():
+    """A call made (at delay 0) by a running call waits for a delayed call of its own, as callLater(0) would: I/O comes first."""
+    from txheartbeat._heartbeat import Timers
+
+    clock = Clock()
+    timers = Timers(clock)
+    ran = []
+
+    def first() -> None:
+        ran.append("first")
+        timers.callLater(0, ran.append, "made while firing")
+        assert clock.getDelayedCalls() == []  # (none armed while firing)
+
+    timers.callLater(1, first)
+    timers.callLater(1, ran.append, "due with first")
+    call = clock.getDelayedCalls()[0]
+    clock.calls.remove(call)  # run it as the reactor would, by itself, at its time
+    clock.rightNow = 1.0
+    call.func()
+    assert ran == ["first", "due with first"]
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [1.0]  # re-armed for the next turn
+    clock.advance(0)
+    assert ran == ["first", "due with first", "made while firing"]
+
+
+def test_timers_cancel_rearms_and_lets_go():
+    """Cancelling the front re-arms for the next; cancelling the rest leaves no delayed call and drops what the call held."""
+    import gc
+    import weakref
+
+    from txheartbeat._heartbeat import Timers
+
+    class Target:
+        def run(self) -> None:
+            ran.append(clock.seconds())
+
+    clock = Clock()
+    timers = Timers(clock)
+    ran: List[float] = []
+    target = Target()
+    alive = weakref.ref(target)
+    first = timers.callLater(1, Target.run, target)
+    second = timers.callLater(2, ran.append, "second")
+    first.cancel()
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [2.0] and not first.active() and second.active()
+    del target
+    gc.collect()
+    assert alive() is None
+    second.cancel()
+    assert clock.getDelayedCalls() == []
+    clock.advance(10)
+    assert ran == []
+
+
+def test_timers_call_that_raises_leaves_the_others_due():
+    """A call that raises escapes as any delayed call's would; the calls due with it still run (in the next pass)."""
+    from txheartbeat._heartbeat import Timers
+
+    clock = Clock()
+    timers = Timers(clock)
+    ran = []
+    timers.callLater(1, lambda: 1 / 0)
+    timers.callLater(1, ran.append, "after")
+    with pytest.raises(ZeroDivisionError):
+        clock.advance(1)
+    clock.advance(0)
+    assert ran == ["after"]
+
+
+def test_timers_are_shared_per_clock_and_not_kept():
+    """One timers per clock while some call holds it; none kept once every call has run or been cancelled."""
+    import gc
+
+    from txheartbeat._heartbeat import Timers
+
+    a, b = Clock(), Clock()
+    held = Timers.on(a)
+    assert Timers.on(a) is held and Timers.on(b) is not held
+    entry = held.callLater(1, lambda: None)
+    del held
+    gc.collect()
+    assert Timers._all[a]() is not None
+    entry.cancel()
+    del entry
+    gc.collect()
+    assert Timers._all[a]() is None
+
+
+def test_waiting_clients_hold_one_delayed_call():
+    """1,000 clients waiting to reconnect hold one delayed call of the reactor between them; each retries at its own time."""
+    from txheartbeat import HeartbeatClientFactory, HeartbeatHandler
+    from txheartbeat.testing import MemoryReactor
+
+    reactor = MemoryReactor()
+    clients = [
+        HeartbeatClientFactory(
+            "ws://127.0.0.1:9/", HeartbeatHandler(), reactor=reactor, retryPolicy=lambda n, i=i: 1 + i / 1000
+        )
+        for i in range(1000)
+    ]
+    for client in clients:
+        client.connect().addErrback(lambda f: None)
+    while reactor.pending:
+        reactor.refuse()
+    assert {c.state for c in clients} == {"waiting"}
+    assert len(reactor.getDelayedCalls()) == 1
+    reactor.advance(1.4995)
+    assert sum(c.state == "waiting" for c in clients) == 500

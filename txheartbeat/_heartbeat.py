@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from typing import Any, Callable, Deque, Optional, Tuple, Union
+from heapq import heappop, heappush
+from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -46,11 +47,12 @@ _SLACK = 1e-9
 class _Entry:
     """One call in a :class:`Timeline` (the part of ``IDelayedCall`` that heartbeats use)."""
 
-    __slots__ = ("due", "func", "_line")
+    __slots__ = ("due", "func", "arg", "_line")
 
-    def __init__(self, due: float, func: Callable[[], object], line: Timeline) -> None:
+    def __init__(self, due: float, func: Callable[..., object], arg: object, line: Union[Timeline, Timers]) -> None:
         self.due = due
-        self.func: Optional[Callable[[], object]] = func
+        self.func: Optional[Callable[..., object]] = func
+        self.arg = arg
         self._line = line
 
     def getTime(self) -> float:
@@ -59,13 +61,24 @@ class _Entry:
     def active(self) -> bool:
         return self.func is not None
 
+    def run(self) -> None:
+        """Make the call, unless cancelled (once: it lets go of the callable)."""
+        func, arg, self.func, self.arg = self.func, self.arg, None, None
+        if func is None:
+            return
+        if arg is _NO_ARG:
+            func()
+        else:
+            func(arg)
+
     def cancel(self) -> None:
         if self.func is not None:
-            self.func = None  # (also lets go of what the call would have reached)
+            self.func = self.arg = None  # (also lets go of what the call would have reached)
             self._line._cancelled(self)
 
 
 _FIRING: Any = object()
+_NO_ARG: Any = object()
 
 
 class Timeline:
@@ -117,9 +130,17 @@ class Timeline:
             line = lines[delay] = cls(clock, delay)
         return line
 
-    def callLater(self, func: Callable[[], object]) -> _Entry:
-        """Call ``func`` ``delay`` seconds from now; cancel with the result's ``cancel()``."""
-        entry = _Entry(self._clock.seconds() + self._delay, func, self)
+    def callLater(self, func: Callable[..., object], arg: object = _NO_ARG) -> _Entry:
+        """
+        Call ``func`` (or ``func(arg)``) ``delay`` seconds from now; cancel
+        with the result's ``cancel()``.
+
+        With ``arg``, a plain function and its object make no bound method:
+        one object less per call, which matters to the young generation of
+        Python's cyclic GC when thousands are scheduled at once (a verdict
+        wave and its reconnects: BENCHMARKS.md section 8).
+        """
+        entry = _Entry(self._clock.seconds() + self._delay, func, arg, self)
         self._entries.append(entry)
         if self._call is None:
             self._call = self._clock.callLater(self._delay, self._fire)  # (due at entry.due exactly)
@@ -150,10 +171,91 @@ class Timeline:
             if not entries or entries[0].due > now:
                 return
             while entries and entries[0].due <= now:
-                entry = entries.popleft()
-                func, entry.func = entry.func, None
-                if func is not None:
-                    func()
+                entries.popleft().run()
+        finally:
+            self._arm()
+
+
+class Timers:
+    """
+    Calls at any delay on one delayed call of ``clock``: a heap of its own.
+
+    Twisted keeps delayed calls in a heap ordered by ``DelayedCall.__lt__``,
+    a Python method: with 10,000 clients waiting to reconnect, every delayed
+    call the reactor runs costs about 26 of those calls to pop.  Here the
+    heap holds ``(due, order, entry)`` tuples, compared in C, and the
+    reactor's heap holds one delayed call, armed for the first call still
+    wanted.  Calls run in the order they come due (the order they were made,
+    for calls due together), none early; every call due when the delayed
+    call fires runs in that pass, except calls made during it, which wait
+    for the next turn of the reactor (as ``callLater(0)`` does).  Calls due
+    with another delayed call may run before or after it.  A call that
+    raises is reported by the reactor as any delayed call's would be, and
+    the calls after it still run.  A cancelled call is dropped when it
+    reaches the front.
+    """
+
+    __slots__ = ("_clock", "_heap", "_call", "_order", "__weakref__")
+
+    # Per clock, while some pending call holds it (held weakly: a clock's timers never outlive their calls).
+    _all: weakref.WeakKeyDictionary[Any, weakref.ReferenceType[Timers]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._heap: List[Tuple[float, int, _Entry]] = []
+        self._call: Optional[IDelayedCall] = None
+        self._order = 0
+
+    @classmethod
+    def on(cls, clock: IReactorTime) -> Timers:
+        """The timers of ``clock``, shared by every caller on it."""
+        try:
+            ref = cls._all.get(clock)
+        except TypeError:  # a clock that cannot be weakly referenced
+            return cls(clock)
+        timers = None if ref is None else ref()
+        if timers is None:
+            timers = cls(clock)
+            cls._all[clock] = weakref.ref(timers)
+        return timers
+
+    def callLater(self, delay: float, func: Callable[..., object], arg: object = _NO_ARG) -> _Entry:
+        """Call ``func`` (or ``func(arg)``) ``delay`` seconds from now; cancel with the result's ``cancel()``."""
+        due = self._clock.seconds() + delay
+        entry = _Entry(due, func, arg, self)
+        self._order += 1
+        heappush(self._heap, (due, self._order, entry))
+        call = self._call
+        if call is None:
+            self._call = self._clock.callLater(delay, self._fire)  # (due at entry.due exactly)
+        elif call is not _FIRING and due < call.getTime():
+            call.cancel()
+            self._call = self._clock.callLater(delay, self._fire)
+        return entry
+
+    def _arm(self) -> None:
+        heap = self._heap
+        while heap and heap[0][2].func is None:
+            heappop(heap)
+        if heap:
+            self._call = self._clock.callLater(max(0.0, heap[0][0] - self._clock.seconds()), self._fire)
+        else:
+            self._call = None
+
+    def _cancelled(self, entry: _Entry) -> None:
+        call = self._call
+        if call is not None and call is not _FIRING and self._heap[0][2] is entry:
+            call.cancel()  # the front went: re-arm for the next call still wanted (or none)
+            self._arm()
+
+    def _fire(self) -> None:
+        self._call = _FIRING
+        heap = self._heap
+        last = self._order  # (calls made from here on wait for the next turn)
+        try:
+            now = self._clock.seconds()
+            while heap and heap[0][0] <= now and heap[0][1] <= last:
+                heappop(heap)[2].run()
         finally:
             self._arm()
 
@@ -233,7 +335,7 @@ class Heartbeat:
         self._sendPing = sendPing
         self._onDead = onDead
         self._onAnswer = onAnswer
-        self._call: Union[IDelayedCall, _Entry, None] = None
+        self._call: Optional[_Entry] = None
         self._idleLine = Timeline.on(clock, interval)
         self._deadLine = None if timeout is None else Timeline.on(clock, timeout)
         self._pingSentAt: Optional[float] = None
@@ -256,7 +358,7 @@ class Heartbeat:
         """Start counting idle time from now."""
         self.stop()
         self.lastTraffic = self._clock.seconds()
-        self._schedule(self._interval, self._idleCheck)
+        self._schedule(self._interval, Heartbeat._idleCheck)
 
     def stop(self) -> None:
         """Cancel the pending timer; nothing is called after this."""
@@ -273,19 +375,21 @@ class Heartbeat:
             self._pingSentAt = None
             if self._call is not None:
                 self._call.cancel()
-                self._schedule(self._interval, self._idleCheck)
+                self._schedule(self._interval, Heartbeat._idleCheck)
             if self._onAnswer is not None:
                 self._onAnswer(now - sentAt)
 
-    def _schedule(self, delay: float, what: Callable[[], None]) -> None:
+    def _schedule(self, delay: float, what: Callable[[Heartbeat], None]) -> None:
         # The two fixed delays go on the clock's shared timelines; the rest of
-        # an interval and the zero-delay verdict are ordinary delayed calls.
+        # an interval and the zero-delay verdict on its shared timers.
+        # (``what`` is one of this class's functions, called with this
+        # heartbeat: no bound method is made per timer.)
         if delay == self._interval:
-            self._call = self._idleLine.callLater(what)
+            self._call = self._idleLine.callLater(what, self)
         elif delay == self._timeout:
-            self._call = self._deadLine.callLater(what)  # type: ignore[union-attr]
+            self._call = self._deadLine.callLater(what, self)  # type: ignore[union-attr]
         else:
-            self._call = self._clock.callLater(delay, what)
+            self._call = Timers.on(self._clock).callLater(delay, what, self)
 
     def _idleCheck(self) -> None:
         self._call = None
@@ -294,14 +398,14 @@ class Heartbeat:
         # != interval) from re-arming a zero-length timer forever.
         if idle < self._interval - _SLACK:
             # Traffic arrived since this timer was set: sleep for the rest.
-            self._schedule(self._interval - idle, self._idleCheck)
+            self._schedule(self._interval - idle, Heartbeat._idleCheck)
             return
         # State first: a peer may answer synchronously from inside sendPing.
         if self._timeout is None:
-            self._schedule(self._interval, self._idleCheck)
+            self._schedule(self._interval, Heartbeat._idleCheck)
         else:
             self._pingSentAt = self._clock.seconds()
-            self._schedule(self._timeout, self._deadline)
+            self._schedule(self._timeout, Heartbeat._deadline)
             if self._progress is not None:
                 # Before sending: whether our own data is queued ahead of the heartbeat.
                 sample = self._sample()
@@ -311,12 +415,12 @@ class Heartbeat:
 
     def _deadline(self) -> None:
         # Let the reactor read once before the verdict (noteTraffic cancels it).
-        self._schedule(0, self._verdict)
+        self._schedule(0, Heartbeat._verdict)
 
     def _verdict(self) -> None:
         self._call = None
         if self._progressing():
-            self._schedule(self._timeout, self._deadline)  # type: ignore[arg-type]
+            self._schedule(self._timeout, Heartbeat._deadline)  # type: ignore[arg-type]
             return
         self._pingSentAt = None
         self._onDead(self._clock.seconds() - self.lastTraffic)
