@@ -6,7 +6,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import serverFromString
 
 from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol, clientTLSOptions, connect, serverTLSOptions
-from txheartbeat._tls import resumptionWorks
+from txheartbeat._tls import resuming, resumptionWorks
 
 from .test_cli_tls import writePair
 from .test_endpoints import echoOnce
@@ -308,3 +308,42 @@ def test_resumption_is_off_where_autobahn_cannot_read_a_resumed_certificate(monk
     monkeypatch.setattr(_tls, "_RESUMPTION_WORKS", None)
     monkeypatch.setattr(inspect, "getsource", lambda _: "newer code")
     assert _tls.resumptionWorks() is True
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_attempts_share_one_tls_wrapper(tmp_path, monkeypatch, shortcut):
+    """
+    Every attempt of a wss:// client is wrapped in TLS by one factory (the
+    tlsWrapping shortcut: no wrapper, closure and bound method per attempt);
+    options changed between attempts get a wrapper of their own; with the
+    shortcut off each attempt has its own, from connectSSL.
+    """
+    from txheartbeat import _shortcuts
+
+    if not shortcut:
+        monkeypatch.setattr(_shortcuts, "ENABLED", _shortcuts.ENABLED - {"tlsWrapping"})
+    elif not _shortcuts.enabled("tlsWrapping"):
+        pytest.skip(f"the tlsWrapping shortcut is off here: {_shortcuts.VERDICTS['tlsWrapping'][1]}")
+    cert, key = writePair(tmp_path)
+    server = ResumingServer(cert, key)
+    h = Waiter()
+    factory, d = fastClient(f"wss://localhost:{server.number}/", h, cert)
+    try:
+        await d
+        first = h.protocol.transport.factory
+        await reconnected(h, server)
+        second = h.protocol.transport.factory
+        assert (second is first) is shortcut
+        assert second.wrappedFactory is factory
+        factory.contextFactory = resuming(factory.contextFactory.creator, factory._tlsTarget)
+        await reconnected(h, server)
+        third = h.protocol.transport.factory
+        assert third is not second
+        await reconnected(h, server)
+        assert (h.protocol.transport.factory is third) is shortcut
+        h.send("after")
+        assert (await h.next("onMessage")) == (b"after",)
+    finally:
+        h.close()
+        await server.stop()

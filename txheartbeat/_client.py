@@ -36,7 +36,7 @@ from zope.interface import implementer
 from ._backoff import RetryPolicy, exponentialBackoff
 from ._errors import ConnectionClosed, GaveUp, HandshakeError, NotConnected, OpenTimeout, ProtocolError, TLSRequired
 from ._handler import HeartbeatHandler, Message, encodeMessage
-from ._heartbeat import Timeline, checkByteCount, checkInterval
+from ._heartbeat import Timeline, Timers, checkByteCount, checkInterval
 from ._lifecycle import ATTEMPTING, FINAL, TRANSITIONS, Event, State
 from ._options import checkOptions, checkURL
 from ._protocol import (
@@ -52,7 +52,7 @@ from ._resume import REFUSED_CODES, RESUME_HEADER, ClientResume, checkReplayBoun
 from ._retry import ReconnectPolicy, RetryContext, shouldRetryByDefault
 from ._share import SharedValues, compact
 from ._shortcuts import enabled
-from ._tls import ResumingClientTLS, defaultClientTLSOptions, resuming
+from ._tls import ResumingClientTLS, connectTLS, defaultClientTLSOptions, resuming
 
 _log = Logger(namespace="txheartbeat")
 
@@ -484,6 +484,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     _refusals = 0  # refused attempts in a row
     _lostOpen = False  # the failure being decided ended an open connection
     _openTimer: Optional[Any] = None  # (an entry on the clock's timeline of openTimeout)
+    _tlsWrapper: Any = None  # (what wraps this client in TLS for every attempt: connectTLS)
     _openedAt = 0.0
     _parked: Optional[List[Any]] = None  # waiters held while a loss's hooks run
     _resume: Optional[ClientResume] = None  # the session, with resume=True
@@ -1055,7 +1056,9 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
             delay=delay,
             attempt=self.retries,
         )
-        self._callID = self.clock.callLater(delay, self._timerFired)
+        # On the clock's shared timers (a heap compared in C): thousands of
+        # clients waiting at once do not slow every delayed call of the reactor.
+        self._callID = Timers.on(self.clock).callLater(delay, HeartbeatClientFactory._timerFired, self)  # type: ignore[assignment]
         self.handler._fireReason("onReconnect", reason, self.retries, delay)
 
     def _timerFired(self) -> None:
@@ -1144,7 +1147,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         # On the timeline every factory with this openTimeout shares: thousands of
         # attempts at once (a storm, every peer dead at once) hold one delayed
         # call between them, not one each on the reactor's heap.
-        self._openTimer = Timeline.on(self.clock, self.openTimeout).callLater(self._openTimerFired)
+        line = Timeline.on(self.clock, self.openTimeout)
+        self._openTimer = line.callLater(HeartbeatClientFactory._openTimerFired, self)
         _log.debug("txheartbeat: connecting to {url}", url=self.safeURL)
 
     def _checkHandlerFree(self) -> None:
@@ -1211,7 +1215,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         try:
             # No connector timeout: openTimeout covers the whole attempt.
             if self.isSecure and self.proxy is None:
-                self.reactor.connectSSL(address, port, self, self.contextFactory, timeout=None)
+                self._tlsWrapper = connectTLS(self.reactor, address, port, self, self.contextFactory, self._tlsWrapper)
             else:
                 self.reactor.connectTCP(address, port, self, timeout=None)
         finally:

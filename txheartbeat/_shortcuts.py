@@ -136,6 +136,16 @@ SHORTCUTS: Tuple[Shortcut, ...] = (
         saves="twisted.internet._sslverify:_verifyCB",
     ),
     Shortcut(
+        "tlsWrapping",
+        "a wss:// client's attempts share one TLS wrapping factory, not one each",
+        (
+            "twisted.internet.posixbase:PosixReactorBase.connectSSL",
+            "twisted.protocols.tls:TLSMemoryBIOFactory.__init__",
+            "twisted.protocols.policies:WrappingFactory.__init__",
+        ),
+        frozenset({"927e78cca70d63d3", "1f3f7772d8320984"}),
+    ),
+    Shortcut(
         "failedConnects",
         "a failed TCP connect's transport is freed without a full GC pass",
         _on(_TCP[1:], "doConnect"),

@@ -255,3 +255,49 @@ def resuming(creator: Any, target: Callable[[], Tuple[str, int]]) -> Any:
     if not IOpenSSLClientConnectionCreator.providedBy(creator):
         return creator
     return ResumingClientTLS(creator, target)
+
+
+def _twistedConnectSSL(reactor: Any) -> bool:
+    """Whether ``reactor.connectSSL`` is Twisted's own: wrap in a ``TLSMemoryBIOFactory``, then ``connectTCP``."""
+    from twisted.internet import posixbase
+
+    from ._shortcuts import enabled
+
+    return (
+        enabled("tlsWrapping")
+        and posixbase.tls is not None
+        and getattr(type(reactor), "connectSSL", None) is posixbase.PosixReactorBase.connectSSL
+    )
+
+
+def connectTLS(reactor: Any, host: str, port: int, factory: Any, creator: Any, wrapper: Any = None) -> Any:
+    """
+    ``reactor.connectSSL(host, port, factory, creator, timeout=None)``, reusing ``wrapper``.
+
+    Twisted's ``connectSSL`` wraps ``factory`` in a new ``TLSMemoryBIOFactory``
+    at each call (with a closure, two cells and a bound method of ``creator``):
+    an attempt's worth of objects for Python's young GC generation, thousands
+    at once when every client reconnects.  Where the reactor's ``connectSSL``
+    is Twisted's (the ``tlsWrapping`` shortcut: checked against its code),
+    one wrapper serves every attempt of a client, as a connector's own
+    ``connect()`` retries reuse theirs; elsewhere (a test's memory reactor, a
+    reactor of its own) ``connectSSL`` is called.
+
+    :param wrapper: what the last call returned (``None`` at first).
+    :returns: the wrapper to pass next time (``None`` if ``connectSSL`` was used).
+    """
+    if not _twistedConnectSSL(reactor):
+        reactor.connectSSL(host, port, factory, creator, timeout=None)
+        return None
+    if wrapper is None or wrapper.wrappedFactory is not factory or wrapper.creator is not creator:
+        wrapper = _TLSWrapper(creator, factory)
+    reactor.connectTCP(host, port, wrapper, timeout=None)
+    return wrapper
+
+
+def _TLSWrapper(creator: Any, factory: Any) -> Any:
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    wrapper: Any = TLSMemoryBIOFactory(creator, True, factory)
+    wrapper.creator = creator  # (which options it was made for: a client's may change between attempts)
+    return wrapper
