@@ -1,10 +1,12 @@
 """Unit tests for the sans-I/O liveness core, on a Twisted Clock."""
 
-from typing import List
+from typing import Callable, List
 
 import pytest
+import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from txheartbeat import Heartbeat
@@ -554,3 +556,129 @@ def test_waiting_clients_hold_one_delayed_call():
     assert len(reactor.getDelayedCalls()) == 1
     reactor.advance(1.4995)
     assert sum(c.state == "waiting" for c in clients) == 500
+
+
+def test_timers_rearmed_never_after_the_due_time():
+    """Re-armed for the next call (after another fired), the delayed call is due no later than it: advancing to exactly its time runs it."""
+    from txheartbeat import HeartbeatClientFactory, HeartbeatHandler
+    from txheartbeat.testing import MemoryReactor
+
+    reactor = MemoryReactor()
+    a = HeartbeatClientFactory(
+        "ws://127.0.0.1:9/", HeartbeatHandler(), reactor=reactor, retryPolicy=lambda n: 9.2, openTimeout=100
+    )
+    b = HeartbeatClientFactory("ws://127.0.0.1:9/", HeartbeatHandler(), reactor=reactor, retryPolicy=lambda n: 48.37)
+    for client in (a, b):
+        client.connect().addErrback(lambda f: None)
+    while reactor.pending:
+        reactor.refuse()
+    due = b._callID.getTime()
+    reactor.advance(due)  # (a's retry at 9.2 fires first; b's call is re-armed from there)
+    assert (a.state, b.state) == ("connecting", "connecting")
+
+
+def test_timers_drop_cancelled_calls_once_they_are_most_of_the_heap():
+    """Calls cancelled behind the front do not pile up until their time (a client closed and started again while waiting)."""
+    from txheartbeat._heartbeat import Timers
+
+    clock = Clock()
+    timers = Timers(clock)
+    timers.callLater(1, lambda: None)
+    for _ in range(10_000):
+        timers.callLater(3600, lambda: None).cancel()
+    assert len(timers._heap) <= 102
+
+
+def test_timers_and_timelines_recover_from_their_delayed_call_cancelled_outside():
+    """A test's cleanup that cancels every delayed call of a clock does not leave its timers or timelines dead."""
+    from txheartbeat._heartbeat import Timeline, Timers
+
+    clock = Clock()
+    held = [Timers.on(clock).callLater(100, lambda: None), Timeline.on(clock, 5.0).callLater(lambda: None)]
+    for call in clock.getDelayedCalls():
+        call.cancel()
+    ran = []
+    Timers.on(clock).callLater(200, ran.append, "timers")
+    Timeline.on(clock, 5.0).callLater(ran.append, "timeline")
+    for entry in held:
+        entry.cancel()  # (no AlreadyCancelled)
+    clock.advance(1000)
+    assert ran == ["timeline", "timers"] and clock.getDelayedCalls() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_zero_delay_verdict_waits_for_io_though_the_shared_timers_are_due():
+    """
+    After a stall across the deadline, the verdict waits for one pass of I/O
+    even when the clock's shared timers are due in the same pass (another
+    connection's timer): the answer that arrived during the stall is read first.
+    """
+    import socket
+    import time
+
+    from twisted.internet import reactor
+
+    from txheartbeat._heartbeat import Timers
+
+    local, peer = socket.socketpair()
+    stallLocal, stallPeer = socket.socketpair()
+    for s in (local, stallLocal):
+        s.setblocking(False)
+    events: List[str] = []
+    done: Deferred[None] = Deferred()
+
+    class Reader:
+        def __init__(self, sock: socket.socket, on: Callable[[], None]) -> None:
+            self.sock, self.on = sock, on
+
+        def fileno(self) -> int:
+            return self.sock.fileno()
+
+        def logPrefix(self) -> str:
+            return "reader"
+
+        def connectionLost(self, reason: object) -> None:
+            pass
+
+        def doRead(self) -> None:
+            self.sock.recv(100)
+            self.on()
+
+    def answered() -> None:
+        events.append("answer read")
+        hb.noteTraffic()
+
+    def stall() -> None:
+        peer.send(b"pong")  # the answer arrives while another connection keeps the reactor busy past the deadline
+        time.sleep(0.5)
+
+    def pinged() -> None:
+        events.append("ping")
+        if events.count("ping") == 2 and not done.called:
+            done.callback(None)
+
+    def dead(idle: float) -> None:
+        events.append("dead")
+        if not done.called:
+            done.callback(None)
+
+    hb = Heartbeat(reactor, 0.2, 0.2, pinged, dead)
+    readers = [Reader(local, answered), Reader(stallLocal, stall)]
+    for r in readers:
+        reactor.addReader(r)
+    hb.start()
+    other = Timers.on(reactor).callLater(0.5, lambda: None)  # due between the deadline (0.4 s) and the stall's end
+    stalling = reactor.callLater(0.3, stallPeer.send, b"x")
+
+    try:
+        await done
+    finally:
+        hb.stop()
+        other.cancel()
+        if stalling.active():
+            stalling.cancel()
+        for r in readers:
+            reactor.removeReader(r)
+        for s in (local, peer, stallLocal, stallPeer):
+            s.close()
+    assert "dead" not in events and events[:2] == ["ping", "answer read"], events

@@ -347,3 +347,16 @@ async def test_attempts_share_one_tls_wrapper(tmp_path, monkeypatch, shortcut):
     finally:
         h.close()
         await server.stop()
+
+
+def test_a_connect_ssl_replaced_on_the_reactor_stays_in_charge(monkeypatch):
+    """A reactor whose connectSSL was replaced on the instance (a mock, instrumentation) gets the call: no wrapper of ours."""
+    from twisted.internet import reactor
+
+    from txheartbeat._tls import connectTLS
+
+    calls = []
+    monkeypatch.setattr(reactor, "connectSSL", lambda *args, **kwargs: calls.append(args))
+    factory, creator = object(), object()
+    assert connectTLS(reactor, "127.0.0.1", 9, factory, creator) is None
+    assert calls == [("127.0.0.1", 9, factory, creator)]

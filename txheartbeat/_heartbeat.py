@@ -9,9 +9,10 @@ that every heartbeat with the same delay on that clock shares.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections import deque
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -81,6 +82,20 @@ _FIRING: Any = object()
 _NO_ARG: Any = object()
 
 
+def _delayUntil(clock: IReactorTime, due: float) -> float:
+    """The delay from now that arms a delayed call no later than ``due`` (``now + (due - now)`` can round above it)."""
+    now = clock.seconds()
+    delay = max(0.0, due - now)
+    while delay > 0.0 and now + delay > due:
+        delay = math.nextafter(delay, 0.0)
+    return delay
+
+
+def _armed(call: Any) -> bool:
+    """Whether a line's delayed call (or ``None``, or firing) will still fire: not cancelled from outside."""
+    return call is _FIRING or (call is not None and call.active())
+
+
 class Timeline:
     """
     Calls due a fixed ``delay`` after they were made, on one delayed call of ``clock``.
@@ -144,6 +159,8 @@ class Timeline:
         self._entries.append(entry)
         if self._call is None:
             self._call = self._clock.callLater(self._delay, self._fire)  # (due at entry.due exactly)
+        elif not _armed(self._call):
+            self._arm()
         return entry
 
     def _arm(self) -> None:
@@ -151,14 +168,14 @@ class Timeline:
         while entries and entries[0].func is None:
             entries.popleft()
         if entries:
-            self._call = self._clock.callLater(max(0.0, entries[0].due - self._clock.seconds()), self._fire)
+            self._call = self._clock.callLater(_delayUntil(self._clock, entries[0].due), self._fire)
         else:
             self._call = None
 
     def _cancelled(self, entry: _Entry) -> None:
         call = self._call
-        if call is not None and call is not _FIRING and self._entries[0] is entry:
-            call.cancel()  # the front went: re-arm for the next call still wanted (or none)
+        if call is not _FIRING and _armed(call) and self._entries[0] is entry:
+            call.cancel()  # type: ignore[union-attr]  # the front went: re-arm for the next call still wanted (or none)
             self._arm()
 
     def _fire(self) -> None:
@@ -187,15 +204,18 @@ class Timers:
     reactor's heap holds one delayed call, armed for the first call still
     wanted.  Calls run in the order they come due (the order they were made,
     for calls due together), none early; every call due when the delayed
-    call fires runs in that pass, except calls made during it, which wait
-    for the next turn of the reactor (as ``callLater(0)`` does).  Calls due
-    with another delayed call may run before or after it.  A call that
+    call fires runs in that pass, except calls made during that pass of the
+    reactor (by it, or by another delayed call before it), which wait for
+    the next, as ``callLater(0)`` does: a zero-delay call lets the reactor
+    read first.  Calls due later than another delayed call run after it;
+    only calls overdue together may run before another delayed call overdue
+    with them (on ``task.Clock``: within one ``advance``).  A call that
     raises is reported by the reactor as any delayed call's would be, and
     the calls after it still run.  A cancelled call is dropped when it
-    reaches the front.
+    reaches the front, or when cancelled calls are most of the heap.
     """
 
-    __slots__ = ("_clock", "_heap", "_call", "_order", "__weakref__")
+    __slots__ = ("_clock", "_heap", "_call", "_order", "_held", "_cancelledCount", "__weakref__")
 
     # Per clock, while some pending call holds it (held weakly: a clock's timers never outlive their calls).
     _all: weakref.WeakKeyDictionary[Any, weakref.ReferenceType[Timers]] = weakref.WeakKeyDictionary()
@@ -205,6 +225,8 @@ class Timers:
         self._heap: List[Tuple[float, int, _Entry]] = []
         self._call: Optional[IDelayedCall] = None
         self._order = 0
+        self._held = 0  # the first call made while the armed call was already due (0: none)
+        self._cancelledCount = 0  # cancelled calls still in the heap behind its front
 
     @classmethod
     def on(cls, clock: IReactorTime) -> Timers:
@@ -221,16 +243,25 @@ class Timers:
 
     def callLater(self, delay: float, func: Callable[..., object], arg: object = _NO_ARG) -> _Entry:
         """Call ``func`` (or ``func(arg)``) ``delay`` seconds from now; cancel with the result's ``cancel()``."""
-        due = self._clock.seconds() + delay
+        now = self._clock.seconds()
+        due = now + delay
         entry = _Entry(due, func, arg, self)
         self._order += 1
         heappush(self._heap, (due, self._order, entry))
         call = self._call
         if call is None:
             self._call = self._clock.callLater(delay, self._fire)  # (due at entry.due exactly)
-        elif call is not _FIRING and due < call.getTime():
+        elif call is _FIRING:
+            pass  # (re-armed when the firing ends)
+        elif not call.active():
+            self._arm()
+        elif due < call.getTime():
             call.cancel()
             self._call = self._clock.callLater(delay, self._fire)
+        elif not self._held and call.getTime() <= now:
+            # The armed call is due already and may run later in this very pass
+            # of the reactor: this call waits for the next, as callLater(0) would.
+            self._held = self._order
         return entry
 
     def _arm(self) -> None:
@@ -238,20 +269,31 @@ class Timers:
         while heap and heap[0][2].func is None:
             heappop(heap)
         if heap:
-            self._call = self._clock.callLater(max(0.0, heap[0][0] - self._clock.seconds()), self._fire)
+            self._call = self._clock.callLater(_delayUntil(self._clock, heap[0][0]), self._fire)
         else:
             self._call = None
+            self._cancelledCount = 0
 
     def _cancelled(self, entry: _Entry) -> None:
         call = self._call
-        if call is not None and call is not _FIRING and self._heap[0][2] is entry:
-            call.cancel()  # the front went: re-arm for the next call still wanted (or none)
+        if call is not _FIRING and _armed(call) and self._heap[0][2] is entry:
+            call.cancel()  # type: ignore[union-attr]  # the front went: re-arm for the next call still wanted (or none)
             self._arm()
+            return
+        self._cancelledCount += 1
+        heap = self._heap
+        if call is not _FIRING and self._cancelledCount > 50 and 2 * self._cancelledCount > len(heap):
+            # As Twisted's reactor does with its own: drop them all once they are most of the heap.
+            heap[:] = [item for item in heap if item[2].func is not None]
+            heapify(heap)
+            self._cancelledCount = 0
 
     def _fire(self) -> None:
         self._call = _FIRING
         heap = self._heap
-        last = self._order  # (calls made from here on wait for the next turn)
+        # (calls made from here on, or while this call was already due, wait for the next pass)
+        last = self._held - 1 if self._held else self._order
+        self._held = 0
         try:
             now = self._clock.seconds()
             while heap and heap[0][0] <= now and heap[0][1] <= last:

@@ -266,7 +266,8 @@ def _twistedConnectSSL(reactor: Any) -> bool:
     return (
         enabled("tlsWrapping")
         and posixbase.tls is not None
-        and getattr(type(reactor), "connectSSL", None) is posixbase.PosixReactorBase.connectSSL
+        # (as this reactor resolves it: a connectSSL replaced on the instance, a mock, stays in charge)
+        and getattr(getattr(reactor, "connectSSL", None), "__func__", None) is posixbase.PosixReactorBase.connectSSL
     )
 
 
