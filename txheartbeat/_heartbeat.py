@@ -13,7 +13,7 @@ import math
 import weakref
 from collections import deque
 from heapq import heapify, heappop, heappush
-from typing import Any, Callable, Deque, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -50,7 +50,7 @@ class _Entry:
 
     __slots__ = ("due", "func", "arg", "_line")
 
-    def __init__(self, due: float, func: Callable[..., object], arg: object, line: Union[Timeline, Timers]) -> None:
+    def __init__(self, due: float, func: Callable[..., object], arg: object, line: _Line) -> None:
         self.due = due
         self.func: Optional[Callable[..., object]] = func
         self.arg = arg
@@ -96,7 +96,41 @@ def _armed(call: Any) -> bool:
     return call is _FIRING or (call is not None and call.active())
 
 
-class Timeline:
+class _Line:
+    """What :class:`Timeline` and :class:`Timers` share: one delayed call, armed for the first call still wanted."""
+
+    __slots__ = ()
+    _clock: IReactorTime
+    _call: Any  # the delayed call, _FIRING while it runs, or None
+
+    def _first(self) -> Optional[_Entry]:
+        """The entry at the front, wanted or cancelled (``None``: none)."""
+        raise NotImplementedError
+
+    def _dropFirst(self) -> None:
+        raise NotImplementedError
+
+    def _fire(self) -> None:
+        raise NotImplementedError
+
+    def _arm(self) -> None:
+        first = self._first()
+        while first is not None and first.func is None:
+            self._dropFirst()
+            first = self._first()
+        self._call = None if first is None else self._clock.callLater(_delayUntil(self._clock, first.due), self._fire)
+
+    def _cancelled(self, entry: _Entry) -> bool:
+        """``entry`` was cancelled: if it was the front, re-arm for the next call wanted (or none); whether it was."""
+        call = self._call
+        if call is not _FIRING and _armed(call) and self._first() is entry:
+            call.cancel()
+            self._arm()
+            return True
+        return False
+
+
+class Timeline(_Line):
     """
     Calls due a fixed ``delay`` after they were made, on one delayed call of ``clock``.
 
@@ -163,20 +197,11 @@ class Timeline:
             self._arm()
         return entry
 
-    def _arm(self) -> None:
-        entries = self._entries
-        while entries and entries[0].func is None:
-            entries.popleft()
-        if entries:
-            self._call = self._clock.callLater(_delayUntil(self._clock, entries[0].due), self._fire)
-        else:
-            self._call = None
+    def _first(self) -> Optional[_Entry]:
+        return self._entries[0] if self._entries else None
 
-    def _cancelled(self, entry: _Entry) -> None:
-        call = self._call
-        if call is not _FIRING and _armed(call) and self._entries[0] is entry:
-            call.cancel()  # type: ignore[union-attr]  # the front went: re-arm for the next call still wanted (or none)
-            self._arm()
+    def _dropFirst(self) -> None:
+        self._entries.popleft()
 
     def _fire(self) -> None:
         self._call = _FIRING
@@ -193,7 +218,7 @@ class Timeline:
             self._arm()
 
 
-class Timers:
+class Timers(_Line):
     """
     Calls at any delay on one delayed call of ``clock``: a heap of its own.
 
@@ -264,29 +289,28 @@ class Timers:
             self._held = self._order
         return entry
 
+    def _first(self) -> Optional[_Entry]:
+        return self._heap[0][2] if self._heap else None
+
+    def _dropFirst(self) -> None:
+        heappop(self._heap)
+
     def _arm(self) -> None:
-        heap = self._heap
-        while heap and heap[0][2].func is None:
-            heappop(heap)
-        if heap:
-            self._call = self._clock.callLater(_delayUntil(self._clock, heap[0][0]), self._fire)
-        else:
-            self._call = None
+        super()._arm()
+        if self._call is None:
             self._cancelledCount = 0
 
-    def _cancelled(self, entry: _Entry) -> None:
-        call = self._call
-        if call is not _FIRING and _armed(call) and self._heap[0][2] is entry:
-            call.cancel()  # type: ignore[union-attr]  # the front went: re-arm for the next call still wanted (or none)
-            self._arm()
-            return
+    def _cancelled(self, entry: _Entry) -> bool:
+        if super()._cancelled(entry):
+            return True
         self._cancelledCount += 1
         heap = self._heap
-        if call is not _FIRING and self._cancelledCount > 50 and 2 * self._cancelledCount > len(heap):
+        if self._call is not _FIRING and self._cancelledCount > 50 and 2 * self._cancelledCount > len(heap):
             # As Twisted's reactor does with its own: drop them all once they are most of the heap.
             heap[:] = [item for item in heap if item[2].func is not None]
             heapify(heap)
             self._cancelledCount = 0
+        return False
 
     def _fire(self) -> None:
         self._call = _FIRING

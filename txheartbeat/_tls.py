@@ -291,14 +291,9 @@ def connectTLS(reactor: Any, host: str, port: int, factory: Any, creator: Any, w
         reactor.connectSSL(host, port, factory, creator, timeout=None)
         return None
     if wrapper is None or wrapper.wrappedFactory is not factory or wrapper.creator is not creator:
-        wrapper = _TLSWrapper(creator, factory)
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        wrapper = TLSMemoryBIOFactory(creator, True, factory)
+        wrapper.creator = creator  # (which options it was made for: a client's may change between attempts)
     reactor.connectTCP(host, port, wrapper, timeout=None)
-    return wrapper
-
-
-def _TLSWrapper(creator: Any, factory: Any) -> Any:
-    from twisted.protocols.tls import TLSMemoryBIOFactory
-
-    wrapper: Any = TLSMemoryBIOFactory(creator, True, factory)
-    wrapper.creator = creator  # (which options it was made for: a client's may change between attempts)
     return wrapper
