@@ -652,8 +652,16 @@ async def test_zero_delay_verdict_waits_for_io_though_the_shared_timers_are_due(
         peer.send(b"pong")  # the answer arrives while another connection keeps the reactor busy past the deadline
         time.sleep(0.5)
 
+    others = []
+
     def pinged() -> None:
         events.append("ping")
+        if events.count("ping") == 1:
+            # From the ping on, whatever the machine's speed: the stall starts at the next
+            # I/O pass and outlasts the deadline (0.2 s), and another connection's timer
+            # falls due between the deadline and the stall's end.
+            stallPeer.send(b"x")
+            others.append(Timers.on(reactor).callLater(0.3, lambda: None))
         if events.count("ping") == 2 and not done.called:
             done.callback(None)
 
@@ -667,16 +675,13 @@ async def test_zero_delay_verdict_waits_for_io_though_the_shared_timers_are_due(
     for r in readers:
         reactor.addReader(r)
     hb.start()
-    other = Timers.on(reactor).callLater(0.5, lambda: None)  # due between the deadline (0.4 s) and the stall's end
-    stalling = reactor.callLater(0.3, stallPeer.send, b"x")
 
     try:
         await done
     finally:
         hb.stop()
-        other.cancel()
-        if stalling.active():
-            stalling.cancel()
+        for other in others:
+            other.cancel()
         for r in readers:
             reactor.removeReader(r)
         for s in (local, peer, stallLocal, stallPeer):
