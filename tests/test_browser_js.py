@@ -133,7 +133,9 @@ async def test_frozen_server_detected_at_ping_plus_pong_timeout(browser, site, t
     assert closed["detail"]["heartbeatTimeout"] is True
     # Both times are the page's Date.now() (whole milliseconds), and the message's is
     # taken in its handler, just after the script noted the arrival: 1 ms of rounding.
-    assert 2000 - 1 <= took <= 2000 + 400, took
+    # The ceiling leaves the browser's timers 1 s on a shared machine; a close handshake timing out is told
+    # apart by heartbeatTimeout above (and would take the close timeout on top).
+    assert 2000 - 1 <= took <= 2000 + 1000, took
 
 
 @pytest_twisted.ensureDeferred

@@ -282,7 +282,9 @@ async def test_proxy_rate_backpressure_freeze():
         done = await store["done"].addTimeout(5, _reactor)
         elapsed = done - start - (thawedAt - frozenAt)
         report("proxy", seconds=elapsed, ahead=ahead, frozenRead=frozenRead, frozenForwarded=frozenForwarded)
-        assert 0.4 <= elapsed < 0.9  # 1 MB at 2 MB/s, the freeze excluded
+        # 1 MB at 2 MB/s, the freeze excluded: the floor shows the rate held (unthrottled it takes ~0.01 s); the
+        # ceiling only catches a hang (the proxy's credit is capped, so a stalled reactor adds to the time)
+        assert 0.4 <= elapsed < 3.0
         assert bytes(store["data"]) == payload
     finally:
         if client is not None:

@@ -408,8 +408,12 @@ def assertNoFalseVerdicts(report: Dict[str, Any], clients: int, seconds: float) 
 
 @pytest_twisted.ensureDeferred
 async def test_fifty_connections_to_a_stalling_server():
-    """50 clients (heartbeat 0.5 s / pong 0.5 s) to a server process blocked 200 ms every second, for 8 s: no dead-peer verdict on either end."""
-    report = await stallLoad(50, 8, ping=0.5, pong=0.5)
+    """50 clients (heartbeat 0.5 s / pong 1 s) to a server process blocked 300 ms every second, for 8 s: no dead-peer verdict on either end.
+
+    (Pong 1 s, not 0.5 s: with 0.3 s of slack, the server process descheduled a little longer on a shared machine was a
+    verdict the library is right to give; the stall is still a third of the pong timeout, longer than a heartbeat round.)
+    """
+    report = await stallLoad(50, 8, ping=0.5, pong=1.0, stall=0.3)
     assertNoFalseVerdicts(report, 50, 8)
 
 
