@@ -360,3 +360,59 @@ def test_a_connect_ssl_replaced_on_the_reactor_stays_in_charge(monkeypatch):
     factory, creator = object(), object()
     assert connectTLS(reactor, "127.0.0.1", 9, factory, creator) is None
     assert calls == [("127.0.0.1", 9, factory, creator)]
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_a_silent_peer_over_tls_is_aborted_without_a_tls_close_and_resumed(tmp_path, monkeypatch, shortcut):
+    """
+    A wss:// server that stops reading is declared dead; with the tlsAbort
+    shortcut the client's TLS connection is neither shut down nor read after
+    the end (Twisted's abort does both, for nothing: the TCP abort discards
+    the alert); either way the handler hears the same (HeartbeatTimeout, an
+    unclean close, a reconnect) and the next connection resumes the session
+    (where resumption works here).
+    """
+    from OpenSSL import SSL
+
+    from txheartbeat import HeartbeatTimeout, _shortcuts, _tls
+
+    if not shortcut:
+        monkeypatch.setattr(_shortcuts, "ENABLED", _shortcuts.ENABLED - {"tlsAbort"})
+    elif not _shortcuts.enabled("tlsAbort"):
+        pytest.skip(f"the tlsAbort shortcut is off here: {_shortcuts.VERDICTS['tlsAbort'][1]}")
+    monkeypatch.setattr(_tls, "_LEAN_ABORT", None)
+    cert, key = writePair(tmp_path)
+    server = ResumingServer(cert, key)
+    h = Waiter()
+    factory, d = fastClient(f"wss://localhost:{server.number}/", h, cert, pingInterval=0.2, pongTimeout=0.3)
+    calls, client, tls = [], None, None
+    for name in ("shutdown", "recv"):
+        original = getattr(SSL.Connection, name)
+
+        def counted(self, *args, _name=name, _original=original):
+            if self is client and tls.disconnecting:  # (from the abort on)
+                calls.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(SSL.Connection, name, counted)
+    try:
+        await d
+        tls = h.protocol.transport
+        client = tls.getHandle()
+        lost = h.protocol.whenGone()
+        opened = h.next("onOpen")
+        server.factory.opened[0].transport.pauseProducing()  # (it reads nothing more: no pong)
+        await lost.addTimeout(10, _reactor)
+        assert calls == ([] if shortcut else ["shutdown", "recv", "shutdown"])
+        names = h.names()
+        assert names[-3:] == ["onError", "onClose", "onReconnect"], names
+        assert isinstance(h.events[-3][2], HeartbeatTimeout) and h.events[-2][2:] == (False, 1006)
+        await opened
+        if resumptionWorks():  # (where it is off, the reconnect is a full handshake: see needsResumption)
+            assert server.factory.reused == [False, True] and sessionReused(h.protocol.transport)
+        h.send("after")
+        assert (await h.next("onMessage")) == (b"after",)
+    finally:
+        h.close()
+        await server.stop()

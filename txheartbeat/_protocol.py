@@ -31,6 +31,7 @@ from ._resume import SessionStream, ackPayload, parseAck, parsePingAck, pingPayl
 from ._share import SharedValues, compact
 from ._shortcuts import enabled
 from ._tcpinfo import _PLAIN_TCP, Progress, outboundProgress, userBacklog
+from ._tls import abortConnection, abortTLS
 
 PingMessage = Union[None, str, bytes, Callable[[], Union[str, bytes]]]
 
@@ -697,9 +698,14 @@ class HeartbeatMixin:
         # (no state: Autobahn's connectionMade raised before it set one; TCP goes all the same)
         if getattr(self, "state", WebSocketProtocol.STATE_CLOSED) == WebSocketProtocol.STATE_CLOSED:
             # Autobahn already dropped it logically; make sure TCP goes.
-            self.transport.abortConnection()
+            abortConnection(self.transport)
         else:
             self.dropConnection(abort=True)  # type: ignore[attr-defined]
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        """Autobahn's end of a connection (its ``dropConnection``); an abort of TLS skips the close it throws away."""
+        if not (abort and abortTLS(self.transport)):
+            super()._closeConnection(abort)  # type: ignore[misc]
 
     def stopTimers(self) -> None:
         """Cancel the heartbeat, closing and drain timers (the connection is gone)."""

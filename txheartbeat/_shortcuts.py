@@ -146,6 +146,21 @@ SHORTCUTS: Tuple[Shortcut, ...] = (
         frozenset({"927e78cca70d63d3", "1f3f7772d8320984"}),
     ),
     Shortcut(
+        "tlsAbort",
+        "an aborted TLS connection skips the TLS close and the read after the end that the abort throws away",
+        _on(_AUTOBAHN, "_closeConnection")
+        + (
+            "twisted.protocols.tls:TLSMemoryBIOProtocol.abortConnection",
+            "twisted.protocols.tls:TLSMemoryBIOProtocol._shutdownTLS",
+            "twisted.protocols.tls:TLSMemoryBIOProtocol.connectionLost",
+            "twisted.protocols.tls:TLSMemoryBIOProtocol.write",
+            "twisted.protocols.tls:TLSMemoryBIOProtocol._write",
+            "twisted.internet.tcp:Connection.abortConnection",
+        ),
+        # (Twisted 22.10 and 26.10 differ only in a type check of write's argument)
+        frozenset({"3ffd73cdb6d34b51", "fe0e621e495a9de9"}),
+    ),
+    Shortcut(
         "failedConnects",
         "a failed TCP connect's transport is freed without a full GC pass",
         _on(_TCP[1:], "doConnect"),

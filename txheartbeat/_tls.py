@@ -297,3 +297,61 @@ def connectTLS(reactor: Any, host: str, port: int, factory: Any, creator: Any, w
         wrapper.creator = creator  # (which options it was made for: a client's may change between attempts)
     reactor.connectTCP(host, port, wrapper, timeout=None)
     return wrapper
+
+
+def _leanAbortTypes() -> Tuple[type, ...]:
+    """The TLS transports :func:`abortConnection` aborts itself (none where the ``tlsAbort`` shortcut is off)."""
+    from ._shortcuts import digest, enabled
+
+    if not enabled("tlsAbort"):
+        return ()
+    from twisted.protocols import tls
+
+    # Twisted 23.8 and later wrap client connections in a subclass that buffers small writes: included where its
+    # end is the one verified (it closes its buffer, then TLSMemoryBIOProtocol's connectionLost runs).
+    ends = tuple(f"twisted.protocols.tls:BufferingTLSTransport.{m}" for m in ("connectionLost", "abortConnection"))
+    if hasattr(tls, "BufferingTLSTransport") and digest(ends) in _BUFFERING_VERIFIED:
+        return (tls.TLSMemoryBIOProtocol, tls.BufferingTLSTransport)
+    return (tls.TLSMemoryBIOProtocol,)
+
+
+_BUFFERING_VERIFIED = frozenset({"eb41159c33023e33"})  # (Twisted 26.10)
+
+
+_LEAN_ABORT: Optional[Tuple[type, ...]] = None  # (found at the first abort: no import of Twisted's TLS before)
+
+
+def abortConnection(transport: Any) -> None:
+    """``transport.abortConnection()``; a TLS connection without the close it throws away (:func:`abortTLS`)."""
+    if not abortTLS(transport):
+        transport.abortConnection()
+
+
+def abortTLS(transport: Any) -> bool:
+    """
+    Abort ``transport`` if it is Twisted's TLS, without the TLS close an
+    abort throws away; ``False`` (nothing done) for any other transport, or
+    where the ``tlsAbort`` shortcut is off.
+
+    Twisted's TLS ``abortConnection`` shuts the TLS connection down (OpenSSL
+    makes a close alert, written into the TCP buffer the abort then
+    discards), and its ``connectionLost`` reads the TLS connection again
+    after the end (a second shutdown, an error or end-of-stream raised and
+    caught): for a peer declared dead, work that cannot reach it.  Here the
+    TLS layer is marked aborted, shut down (as OpenSSL records it: a session
+    ended by us stays resumable, as after Twisted's shutdown) and lost, then
+    the TCP connection is aborted: the protocol's ``connectionLost`` comes
+    as before, with the TCP transport's ``ConnectionAborted``.
+    """
+    global _LEAN_ABORT
+    if _LEAN_ABORT is None:
+        _LEAN_ABORT = _leanAbortTypes()
+    connection = getattr(transport, "_tlsConnection", None) if type(transport) in _LEAN_ABORT else None
+    if connection is None:
+        return False
+    transport._aborted = True
+    transport.disconnecting = True
+    transport._lostTLSConnection = True  # (its connectionLost: no read of the TLS connection after the end)
+    connection.set_shutdown(connection.get_shutdown() | _SSL().SENT_SHUTDOWN)
+    transport.transport.abortConnection()
+    return True
