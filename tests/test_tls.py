@@ -4,6 +4,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from txheartbeat import HeartbeatServerFactory, HeartbeatServerProtocol, clientTLSOptions, connect, serverTLSOptions
 from txheartbeat._tls import resuming, resumptionWorks
@@ -416,3 +418,78 @@ async def test_a_silent_peer_over_tls_is_aborted_without_a_tls_close_and_resumed
     finally:
         h.close()
         await server.stop()
+
+
+class LostRecorded(Recorded):
+    """Recorded, noting the reason of each connection's end."""
+
+    def connectionLost(self, reason) -> None:
+        self.factory.lost.append(reason)
+        super().connectionLost(reason)
+
+
+@implementer(IPushProducer)
+class Producer:
+    """A push producer that does nothing (a user's, registered on a connection's transport)."""
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest_twisted.ensureDeferred
+async def test_an_abort_of_tls_reports_the_reason_twisted_would(tmp_path, monkeypatch, side):
+    """
+    The end that aborts a wss:// connection hears the same reason with the
+    tlsAbort shortcut as with Twisted's abort: ConnectionAborted at
+    txheartbeat's client (its connections ignore an unexpected end of the
+    stream, so Twisted's read after the end found a clean end), and at a
+    server, whose connections do not, Twisted's ConnectionLost: there the
+    shortcut stands aside, as it does for a connection with a producer
+    registered (whose writes after the abort meet the shut-down TLS
+    connection, as Twisted reports).
+    """
+    from twisted.internet.error import ConnectionAborted, ConnectionLost
+
+    from txheartbeat import _protocol, _shortcuts, _tls
+
+    if not _shortcuts.VERDICTS["tlsAbort"][0]:
+        pytest.skip(f"the tlsAbort shortcut is off here: {_shortcuts.VERDICTS['tlsAbort'][1]}")
+    cert, key = writePair(tmp_path)
+    heard = {}
+    for shortcut in (False, True):
+        enabled = _shortcuts.ENABLED | {"tlsAbort"} if shortcut else _shortcuts.ENABLED - {"tlsAbort"}
+        monkeypatch.setattr(_shortcuts, "ENABLED", enabled)
+        monkeypatch.setattr(_tls, "_LEAN_ABORT", None)
+        server = ResumingServer(cert, key)
+        server.factory.protocol, server.factory.lost = LostRecorded, []
+        h = Waiter()
+        factory, d = fastClient(f"wss://localhost:{server.number}/", h, cert)
+        try:
+            await d
+            aborting = server.factory.opened[0] if side == "server" else h.protocol
+            if shortcut and side == "client":  # (Autobahn unregisters any producer before it aborts; a user may not)
+                aborting.transport.registerProducer(Producer(), True)
+                assert _tls.abortTLS(aborting.transport) is False and aborting.transport.connected
+                aborting.transport.unregisterProducer()
+            lean = []
+            monkeypatch.setattr(
+                _protocol, "abortTLS", lambda transport, lean=lean: lean.append(_tls.abortTLS(transport)) or lean[-1]
+            )
+            gone = aborting.whenGone()
+            aborting.abort()
+            await gone
+            monkeypatch.setattr(_protocol, "abortTLS", _tls.abortTLS)
+            reason = server.factory.lost[0] if side == "server" else aborting.lostReason
+            heard[shortcut] = (type(reason.value), lean == [True])
+        finally:
+            h.close()
+            await server.stop()
+    expected = ConnectionAborted if side == "client" else ConnectionLost
+    assert heard == {False: (expected, False), True: (expected, side == "client")}

@@ -329,9 +329,12 @@ def abortConnection(transport: Any) -> None:
 
 def abortTLS(transport: Any) -> bool:
     """
-    Abort ``transport`` if it is Twisted's TLS, without the TLS close an
-    abort throws away; ``False`` (nothing done) for any other transport, or
-    where the ``tlsAbort`` shortcut is off.
+    Abort ``transport`` if it is Twisted's TLS on a connection that ignores
+    an unexpected end of the stream (txheartbeat's client connections),
+    without the TLS close an abort throws away; ``False`` (nothing done) for
+    any other transport or connection, one with a producer registered, or
+    where the ``tlsAbort`` shortcut is off: there the reason the protocol
+    hears would not be the same as Twisted's.
 
     Twisted's TLS ``abortConnection`` shuts the TLS connection down (OpenSSL
     makes a close alert, written into the TCP buffer the abort then
@@ -347,7 +350,12 @@ def abortTLS(transport: Any) -> bool:
     if _LEAN_ABORT is None:
         _LEAN_ABORT = _leanAbortTypes()
     connection = getattr(transport, "_tlsConnection", None) if type(transport) in _LEAN_ABORT else None
-    if connection is None:
+    if connection is None or transport._producer is not None:
+        return False  # (a producer's writes after the abort meet the shut-down connection: Twisted's reason stays)
+    # Only where OpenSSL takes the end of the stream as an end (txheartbeat's client connections): elsewhere
+    # Twisted's read after the end reports ConnectionLost, and ends the session, and so it stays.
+    ignoreEOF = getattr(_SSL(), "OP_IGNORE_UNEXPECTED_EOF", 0)
+    if not ignoreEOF or not connection.set_options(0) & ignoreEOF:  # (set_options(0): the options, unchanged)
         return False
     transport._aborted = True
     transport.disconnecting = True
