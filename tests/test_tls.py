@@ -117,6 +117,16 @@ def fastClient(url: str, handler: Waiter, caFile: str, **kw):
     return factory, factory.connect(clientTLSOptions("localhost", caFile))
 
 
+def useShortcut(monkeypatch, name: str, on: bool) -> None:
+    """Turn the shortcut ``name`` on or off for this test; skip it where on is asked and this install has it off."""
+    from txheartbeat import _shortcuts, _tls
+
+    if on and not _shortcuts.VERDICTS[name][0]:
+        pytest.skip(f"the {name} shortcut is off here: {_shortcuts.VERDICTS[name][1]}")
+    monkeypatch.setattr(_shortcuts, "ENABLED", _shortcuts.ENABLED | {name} if on else _shortcuts.ENABLED - {name})
+    monkeypatch.setattr(_tls, "_LEAN_ABORT", None)  # (found again at the next abort)
+
+
 needsResumption = pytest.mark.skipif(
     not resumptionWorks(),
     reason="TLS session resumption is off here: this Autobahn (< 23) reads a resumed session's certificate "
@@ -321,12 +331,7 @@ async def test_attempts_share_one_tls_wrapper(tmp_path, monkeypatch, shortcut):
     options changed between attempts get a wrapper of their own; with the
     shortcut off each attempt has its own, from connectSSL.
     """
-    from txheartbeat import _shortcuts
-
-    if not shortcut:
-        monkeypatch.setattr(_shortcuts, "ENABLED", _shortcuts.ENABLED - {"tlsWrapping"})
-    elif not _shortcuts.enabled("tlsWrapping"):
-        pytest.skip(f"the tlsWrapping shortcut is off here: {_shortcuts.VERDICTS['tlsWrapping'][1]}")
+    useShortcut(monkeypatch, "tlsWrapping", shortcut)
     cert, key = writePair(tmp_path)
     server = ResumingServer(cert, key)
     h = Waiter()
@@ -377,13 +382,9 @@ async def test_a_silent_peer_over_tls_is_aborted_without_a_tls_close_and_resumed
     """
     from OpenSSL import SSL
 
-    from txheartbeat import HeartbeatTimeout, _shortcuts, _tls
+    from txheartbeat import HeartbeatTimeout
 
-    if not shortcut:
-        monkeypatch.setattr(_shortcuts, "ENABLED", _shortcuts.ENABLED - {"tlsAbort"})
-    elif not _shortcuts.enabled("tlsAbort"):
-        pytest.skip(f"the tlsAbort shortcut is off here: {_shortcuts.VERDICTS['tlsAbort'][1]}")
-    monkeypatch.setattr(_tls, "_LEAN_ABORT", None)
+    useShortcut(monkeypatch, "tlsAbort", shortcut)
     cert, key = writePair(tmp_path)
     server = ResumingServer(cert, key)
     h = Waiter()
@@ -457,16 +458,12 @@ async def test_an_abort_of_tls_reports_the_reason_twisted_would(tmp_path, monkey
     """
     from twisted.internet.error import ConnectionAborted, ConnectionLost
 
-    from txheartbeat import _protocol, _shortcuts, _tls
+    from txheartbeat import _protocol, _tls
 
-    if not _shortcuts.VERDICTS["tlsAbort"][0]:
-        pytest.skip(f"the tlsAbort shortcut is off here: {_shortcuts.VERDICTS['tlsAbort'][1]}")
     cert, key = writePair(tmp_path)
     heard = {}
-    for shortcut in (False, True):
-        enabled = _shortcuts.ENABLED | {"tlsAbort"} if shortcut else _shortcuts.ENABLED - {"tlsAbort"}
-        monkeypatch.setattr(_shortcuts, "ENABLED", enabled)
-        monkeypatch.setattr(_tls, "_LEAN_ABORT", None)
+    for shortcut in (True, False):
+        useShortcut(monkeypatch, "tlsAbort", shortcut)
         server = ResumingServer(cert, key)
         server.factory.protocol, server.factory.lost = LostRecorded, []
         h = Waiter()

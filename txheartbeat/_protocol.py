@@ -31,7 +31,7 @@ from ._resume import SessionStream, ackPayload, parseAck, parsePingAck, pingPayl
 from ._share import SharedValues, compact
 from ._shortcuts import enabled
 from ._tcpinfo import _PLAIN_TCP, Progress, outboundProgress, userBacklog
-from ._tls import abortConnection, abortTLS
+from ._tls import abortTLS
 
 PingMessage = Union[None, str, bytes, Callable[[], Union[str, bytes]]]
 
@@ -698,7 +698,8 @@ class HeartbeatMixin:
         # (no state: Autobahn's connectionMade raised before it set one; TCP goes all the same)
         if getattr(self, "state", WebSocketProtocol.STATE_CLOSED) == WebSocketProtocol.STATE_CLOSED:
             # Autobahn already dropped it logically; make sure TCP goes.
-            abortConnection(self.transport)
+            if not abortTLS(self.transport):
+                self.transport.abortConnection()
         else:
             self.dropConnection(abort=True)  # type: ignore[attr-defined]
 

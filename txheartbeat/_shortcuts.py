@@ -168,6 +168,14 @@ SHORTCUTS: Tuple[Shortcut, ...] = (
         frozenset({"0ab05248cc2d15b2", "936d87d4989b216d"}),
     ),
     Shortcut(
+        "tlsAbortBuffered",
+        "tlsAbort on the TLS transport that buffers a client's small writes (Twisted 23.8 and later)",
+        # (it closes its buffer, then TLSMemoryBIOProtocol's connectionLost runs)
+        tuple(f"twisted.protocols.tls:BufferingTLSTransport.{m}" for m in ("connectionLost", "abortConnection")),
+        frozenset({"eb41159c33023e33"}),
+        saves="twisted.protocols.tls:BufferingTLSTransport",
+    ),
+    Shortcut(
         "failedConnects",
         "a failed TCP connect's transport is freed without a full GC pass",
         _on(_TCP[1:], "doConnect"),

@@ -300,31 +300,19 @@ def connectTLS(reactor: Any, host: str, port: int, factory: Any, creator: Any, w
 
 
 def _leanAbortTypes() -> Tuple[type, ...]:
-    """The TLS transports :func:`abortConnection` aborts itself (none where the ``tlsAbort`` shortcut is off)."""
-    from ._shortcuts import digest, enabled
+    """The TLS transports :func:`abortTLS` aborts itself (none where the ``tlsAbort`` shortcut is off)."""
+    from ._shortcuts import enabled
 
     if not enabled("tlsAbort"):
         return ()
     from twisted.protocols import tls
 
-    # Twisted 23.8 and later wrap client connections in a subclass that buffers small writes: included where its
-    # end is the one verified (it closes its buffer, then TLSMemoryBIOProtocol's connectionLost runs).
-    ends = tuple(f"twisted.protocols.tls:BufferingTLSTransport.{m}" for m in ("connectionLost", "abortConnection"))
-    if hasattr(tls, "BufferingTLSTransport") and digest(ends) in _BUFFERING_VERIFIED:
+    if enabled("tlsAbortBuffered"):  # (Twisted 23.8 and later: the subclass that buffers a client's small writes)
         return (tls.TLSMemoryBIOProtocol, tls.BufferingTLSTransport)
     return (tls.TLSMemoryBIOProtocol,)
 
 
-_BUFFERING_VERIFIED = frozenset({"eb41159c33023e33"})  # (Twisted 26.10)
-
-
 _LEAN_ABORT: Optional[Tuple[type, ...]] = None  # (found at the first abort: no import of Twisted's TLS before)
-
-
-def abortConnection(transport: Any) -> None:
-    """``transport.abortConnection()``; a TLS connection without the close it throws away (:func:`abortTLS`)."""
-    if not abortTLS(transport):
-        transport.abortConnection()
 
 
 def abortTLS(transport: Any) -> bool:
@@ -354,12 +342,13 @@ def abortTLS(transport: Any) -> bool:
         return False  # (a producer's writes after the abort meet the shut-down connection: Twisted's reason stays)
     # Only where OpenSSL takes the end of the stream as an end (txheartbeat's client connections): elsewhere
     # Twisted's read after the end reports ConnectionLost, and ends the session, and so it stays.
-    ignoreEOF = getattr(_SSL(), "OP_IGNORE_UNEXPECTED_EOF", 0)
+    SSL = _SSL()
+    ignoreEOF = getattr(SSL, "OP_IGNORE_UNEXPECTED_EOF", 0)
     if not ignoreEOF or not connection.set_options(0) & ignoreEOF:  # (set_options(0): the options, unchanged)
         return False
     transport._aborted = True
     transport.disconnecting = True
     transport._lostTLSConnection = True  # (its connectionLost: no read of the TLS connection after the end)
-    connection.set_shutdown(connection.get_shutdown() | _SSL().SENT_SHUTDOWN)
+    connection.set_shutdown(connection.get_shutdown() | SSL.SENT_SHUTDOWN)
     transport.transport.abortConnection()
     return True
