@@ -49,7 +49,7 @@ from ._protocol import (
     redactURL,
 )
 from ._resume import REFUSED_CODES, RESUME_HEADER, ClientResume, checkReplayBounds
-from ._retry import ReconnectPolicy, RetryContext, shouldRetryByDefault
+from ._retry import ReconnectPolicy, RetryContext, shouldRetryByDefault, yieldWhenBehind
 from ._share import SharedValues, compact
 from ._shortcuts import enabled
 from ._tls import ResumingClientTLS, connectTLS, defaultClientTLSOptions, resuming
@@ -483,6 +483,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     _costly = 0  # failures that cost the server, in a row since a stable open (backoff step)
     _refusals = 0  # refused attempts in a row
     _lostOpen = False  # the failure being decided ended an open connection
+    _yielded = 0.0  # seconds the reconnect attempt due has waited because the process was behind
     _openTimer: Optional[Any] = None  # (an entry on the clock's timeline of openTimeout)
     _tlsWrapper: Any = None  # (what wraps this client in TLS for every attempt: connectTLS)
     _openedAt = 0.0
@@ -1049,6 +1050,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
 
     def _scheduleRetry(self, delay: float, reason: Failure) -> None:
         self.delay = delay
+        self._yielded = 0.0
         self.handler._counts.reconnects += 1
         _log.info(
             "txheartbeat: reconnecting to {url} in {delay:.3f} s (attempt {attempt})",
@@ -1062,7 +1064,13 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self.handler._fireReason("onReconnect", reason, self.retries, delay)
 
     def _timerFired(self) -> None:
-        self._callID = None
+        entry, self._callID = self._callID, None
+        wait = yieldWhenBehind(self.clock.seconds() - entry.getTime(), self._yielded) if entry is not None else 0.0
+        if wait:
+            # The process is behind: verdicts and reads already due go before this attempt.
+            self._yielded += wait
+            self._callID = Timers.on(self.clock).callLater(wait, HeartbeatClientFactory._timerFired, self)  # type: ignore[assignment]
+            return
         self._event(Event.TIMER)
 
     def _openTimerFired(self) -> None:

@@ -1,0 +1,118 @@
+"""Reconnect attempts yield to a process that is behind (issue 21): exact times on the in-memory reactor."""
+
+import random
+
+import pytest
+from twisted.internet.task import Clock
+
+from txheartbeat import connect
+from txheartbeat._retry import BEHIND, YIELD_MAX, YIELD_STEP, yieldWhenBehind
+from txheartbeat.testing import RecordingHandler
+
+from .conftest import URL
+
+
+def test_on_time_or_at_most_behind_the_attempt_goes_at_once():
+    assert yieldWhenBehind(0.0, 0.0, lambda: 0.5) == 0.0
+    assert yieldWhenBehind(BEHIND, 0.0, lambda: 0.5) == 0.0
+    assert yieldWhenBehind(BEHIND + 1e-6, YIELD_MAX, lambda: 0.5) == 0.0
+
+
+def test_a_late_timer_waits_a_spread_step_bounded_in_all():
+    assert yieldWhenBehind(BEHIND + 1e-6, 0.0, lambda: 0.0) == pytest.approx(YIELD_STEP * 0.5)
+    assert yieldWhenBehind(5.0, 0.0, lambda: 0.999999) == pytest.approx(YIELD_STEP * 1.5, abs=1e-6)
+    assert yieldWhenBehind(5.0, YIELD_MAX - 0.001, lambda: 0.5) == pytest.approx(0.001)  # never past YIELD_MAX in all
+
+
+@pytest.fixture
+def pinned(monkeypatch):
+    """Every spread draw is 0.5: each wait is exactly YIELD_STEP."""
+    monkeypatch.setattr(random, "random", lambda: 0.5)
+
+
+def jump(reactor, amount):
+    """Time moves on by ``amount`` in one step, as for a process that was behind: every timer due meanwhile fires late."""
+    Clock.advance(reactor, amount)
+    reactor.flush()
+
+
+def refusedOnce(reactor, handler, **options):
+    connect(URL, handler, reactor=reactor, **options).addErrback(lambda f: None)
+    assert handler.stats.attempts == 1
+    reactor.refuse()
+    return handler.factory.delay
+
+
+def test_a_retry_on_time_starts_exactly_when_due(reactor, handler, pinned):
+    delay = refusedOnce(reactor, handler)
+    reactor.advance(delay)
+    assert handler.stats.attempts == 2
+    handler.close()
+
+
+def test_a_retry_found_late_waits_once_then_starts_on_its_next_timer(reactor, handler, pinned):
+    """11 ms late: the attempt waits YIELD_STEP more, then starts (its next timer fired on time)."""
+    delay = refusedOnce(reactor, handler)
+    jump(reactor, delay + BEHIND + 0.001)
+    assert handler.stats.attempts == 1 and handler.factory.state.name == "WAITING"
+    reactor.advance(YIELD_STEP - 1e-6)
+    assert handler.stats.attempts == 1
+    reactor.advance(2e-6)
+    assert handler.stats.attempts == 2
+    assert handler.names().count("onReconnect") == 1  # one reconnect, however long it waited
+    handler.close()
+
+
+def test_a_process_that_stays_behind_holds_the_attempt_at_most_YIELD_MAX(reactor, handler, pinned):
+    """Every timer fires a second late: the attempt waits 7 steps of 40 ms and a last 20 ms (300 ms in all), then goes."""
+    delay = refusedOnce(reactor, handler)
+    jump(reactor, delay + 1.0)
+    fired = 1
+    while handler.stats.attempts == 1:
+        jump(reactor, 1.0)
+        fired += 1
+        assert fired < 20
+    assert fired == 9
+    assert handler.factory._yielded == pytest.approx(YIELD_MAX)
+    # The next retry may wait again: the bound is per retry.
+    reactor.refuse()
+    jump(reactor, handler.factory.delay + 1.0)
+    assert handler.stats.attempts == 2 and handler.factory._yielded == pytest.approx(YIELD_STEP)
+    handler.close()
+
+
+@pytest.mark.parametrize("how", ["close", "stopTrying"])
+def test_close_while_an_attempt_yields_starts_nothing(reactor, handler, pinned, how):
+    delay = refusedOnce(reactor, handler)
+    jump(reactor, delay + 0.5)
+    assert handler.stats.attempts == 1
+    closed = handler.factory.whenClosed()
+    if how == "close":
+        handler.close()
+    else:
+        handler.factory.stopTrying()
+    assert closed.called
+    reactor.advance(10.0)
+    assert handler.stats.attempts == 1 and reactor.getDelayedCalls() == []
+
+
+def test_a_hook_that_closes_from_onReconnect_is_not_undone_by_a_yield(reactor, pinned):
+    """Re-entrant: a client closed by its own onReconnect hook never starts the attempt, late timer or not."""
+
+    class Closing(RecordingHandler):
+        def onReconnect(self, attempt, delay, reason=None):
+            super().onReconnect(attempt, delay, reason)
+            if attempt == 2:
+                self.close()
+
+    h = Closing(reactor)
+    delay = refusedOnce(reactor, h)
+    jump(reactor, delay + 0.5)  # late: waits
+    jump(reactor, 1.0)  # still late: waits
+    for _ in range(20):
+        if h.stats.attempts == 2:
+            break
+        jump(reactor, 1.0)
+    reactor.refuse()  # the second retry's hook closes
+    reactor.advance(10.0)
+    assert h.stats.attempts == 2 and h.factory.finished and reactor.getDelayedCalls() == []
