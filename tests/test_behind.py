@@ -5,6 +5,7 @@ import random
 import pytest
 from twisted.internet.task import Clock
 
+import txheartbeat._client
 from txheartbeat import connect
 from txheartbeat._retry import BEHIND, YIELD_MAX, YIELD_STEP, yieldWhenBehind
 from txheartbeat.testing import RecordingHandler
@@ -21,13 +22,15 @@ def test_on_time_or_at_most_behind_the_attempt_goes_at_once():
 def test_a_late_timer_waits_a_spread_step_bounded_in_all():
     assert yieldWhenBehind(BEHIND + 1e-6, 0.0, lambda: 0.0) == pytest.approx(YIELD_STEP * 0.5)
     assert yieldWhenBehind(5.0, 0.0, lambda: 0.999999) == pytest.approx(YIELD_STEP * 1.5, abs=1e-6)
-    assert yieldWhenBehind(5.0, YIELD_MAX - 0.001, lambda: 0.5) == pytest.approx(0.001)  # never past YIELD_MAX in all
+    assert yieldWhenBehind(5.0, YIELD_MAX - 0.025, lambda: 0.5) == pytest.approx(0.025)  # never past YIELD_MAX in all
+    assert yieldWhenBehind(5.0, YIELD_MAX - 0.019, lambda: 0.5) == 0.0  # a last wait under 20 ms: none
 
 
 @pytest.fixture
-def pinned(monkeypatch):
-    """Every spread draw is 0.5: each wait is exactly YIELD_STEP."""
+def pinned(monkeypatch, reactor):
+    """Every spread draw is 0.5: each wait is exactly YIELD_STEP; real time moves with the test's clock."""
     monkeypatch.setattr(random, "random", lambda: 0.5)
+    monkeypatch.setattr(txheartbeat._client, "_monotonic", reactor.seconds)
 
 
 def jump(reactor, amount):
@@ -63,8 +66,9 @@ def test_a_retry_found_late_waits_once_then_starts_on_its_next_timer(reactor, ha
     handler.close()
 
 
-def test_a_process_that_stays_behind_holds_the_attempt_at_most_YIELD_MAX(reactor, handler, pinned):
-    """Every timer fires a second late: the attempt waits 7 steps of 40 ms and a last 20 ms (300 ms in all), then goes."""
+def test_a_process_that_stays_behind_holds_the_attempt_at_most_YIELD_MAX(reactor, handler, pinned, monkeypatch):
+    """Every timer fires a second late: the attempt waits 6 steps of 50 ms (300 ms in all), then goes."""
+    monkeypatch.setattr(random, "random", lambda: 0.75)  # each wait 1.25 * YIELD_STEP = 50 ms
     delay = refusedOnce(reactor, handler)
     jump(reactor, delay + 1.0)
     fired = 1
@@ -72,12 +76,12 @@ def test_a_process_that_stays_behind_holds_the_attempt_at_most_YIELD_MAX(reactor
         jump(reactor, 1.0)
         fired += 1
         assert fired < 20
-    assert fired == 9
+    assert fired == 7
     assert handler.factory._yielded == pytest.approx(YIELD_MAX)
     # The next retry may wait again: the bound is per retry.
     reactor.refuse()
     jump(reactor, handler.factory.delay + 1.0)
-    assert handler.stats.attempts == 2 and handler.factory._yielded == pytest.approx(YIELD_STEP)
+    assert handler.stats.attempts == 2 and handler.factory._yielded == pytest.approx(1.25 * YIELD_STEP)
     handler.close()
 
 
@@ -116,3 +120,20 @@ def test_a_hook_that_closes_from_onReconnect_is_not_undone_by_a_yield(reactor, p
     reactor.refuse()  # the second retry's hook closes
     reactor.advance(10.0)
     assert h.stats.attempts == 2 and h.factory.finished and reactor.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("lateBy", ["clock", "real time"])
+def test_late_by_one_clock_only_is_not_behind(reactor, handler, monkeypatch, lateBy):
+    """A task.Clock stepped past the retry (real time still) starts it at once, as it always did; so does a process
+    whose wall clock jumped (reactor.seconds() is time.time()) while real time did not, and the reverse."""
+    real = [0.0]
+    monkeypatch.setattr(txheartbeat._client, "_monotonic", lambda: real[0])
+    delay = refusedOnce(reactor, handler)
+    if lateBy == "clock":
+        real[0] += delay
+        jump(reactor, delay + 1.0)
+    else:
+        real[0] += delay + 1.0
+        jump(reactor, delay)
+    assert handler.stats.attempts == 2
+    handler.close()

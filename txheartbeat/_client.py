@@ -54,6 +54,7 @@ from ._share import SharedValues, compact
 from ._shortcuts import enabled
 from ._tls import ResumingClientTLS, connectTLS, defaultClientTLSOptions, resuming
 
+_monotonic = time.monotonic  # (real time: whether a reconnect timer is late; tests move it with their clock)
 _log = Logger(namespace="txheartbeat")
 
 # Autobahn options whose job txheartbeat does itself, on the injected clock.
@@ -484,6 +485,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     _refusals = 0  # refused attempts in a row
     _lostOpen = False  # the failure being decided ended an open connection
     _yielded = 0.0  # seconds the reconnect attempt due has waited because the process was behind
+    _dueReal = 0.0  # when the reconnect timer is due, in time.monotonic()
     _openTimer: Optional[Any] = None  # (an entry on the clock's timeline of openTimeout)
     _tlsWrapper: Any = None  # (what wraps this client in TLS for every attempt: connectTLS)
     _openedAt = 0.0
@@ -1060,17 +1062,25 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         )
         # On the clock's shared timers (a heap compared in C): thousands of
         # clients waiting at once do not slow every delayed call of the reactor.
-        self._callID = Timers.on(self.clock).callLater(delay, HeartbeatClientFactory._timerFired, self)  # type: ignore[assignment]
+        self._armRetry(delay)
         self.handler._fireReason("onReconnect", reason, self.retries, delay)
+
+    def _armRetry(self, delay: float) -> None:
+        self._dueReal = _monotonic() + delay
+        self._callID = Timers.on(self.clock).callLater(delay, HeartbeatClientFactory._timerFired, self)  # type: ignore[assignment]
 
     def _timerFired(self) -> None:
         entry, self._callID = self._callID, None
-        wait = yieldWhenBehind(self.clock.seconds() - entry.getTime(), self._yielded) if entry is not None else 0.0
-        if wait:
-            # The process is behind: verdicts and reads already due go before this attempt.
-            self._yielded += wait
-            self._callID = Timers.on(self.clock).callLater(wait, HeartbeatClientFactory._timerFired, self)  # type: ignore[assignment]
-            return
+        if entry is not None:
+            # Late by the clock and by real time (a task.Clock stepped past it is not behind;
+            # nor is a process whose wall clock jumped).
+            late = min(self.clock.seconds() - entry.getTime(), _monotonic() - self._dueReal)
+            wait = yieldWhenBehind(late, self._yielded)
+            if wait:
+                # The process is behind: verdicts and reads already due go before this attempt.
+                self._yielded += wait
+                self._armRetry(wait)
+                return
         self._event(Event.TIMER)
 
     def _openTimerFired(self) -> None:
