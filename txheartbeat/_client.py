@@ -1070,17 +1070,16 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         self._callID = Timers.on(self.clock).callLater(delay, HeartbeatClientFactory._timerFired, self)  # type: ignore[assignment]
 
     def _timerFired(self) -> None:
-        entry, self._callID = self._callID, None
-        if entry is not None:
-            # Late by the clock and by real time (a task.Clock stepped past it is not behind;
-            # nor is a process whose wall clock jumped).
-            late = min(self.clock.seconds() - entry.getTime(), _monotonic() - self._dueReal)
-            wait = yieldWhenBehind(late, self._yielded)
-            if wait:
-                # The process is behind: verdicts and reads already due go before this attempt.
-                self._yielded += wait
-                self._armRetry(wait)
-                return
+        entry, self._callID = self._callID, None  # (the entry firing: a cancelled one never does)
+        # Late by the clock and by real time (a task.Clock stepped past it is not behind;
+        # nor is a process whose wall clock jumped).
+        late = min(self.clock.seconds() - entry.getTime(), _monotonic() - self._dueReal)  # type: ignore[union-attr]
+        wait = yieldWhenBehind(late, self._yielded)
+        if wait:
+            # The process is behind: verdicts and reads already due go before this attempt.
+            self._yielded += wait
+            self._armRetry(wait)
+            return
         self._event(Event.TIMER)
 
     def _openTimerFired(self) -> None:

@@ -63,12 +63,12 @@ def yieldWhenBehind(late: float, waited: float, random: Optional[Callable[[], fl
     A reconnect timer that fires more than :data:`BEHIND` late finds the
     reactor behind (a wave of verdicts, a long GC pass, a stall): its attempt
     waits a random 20–60 ms more, again while the timers stay late, up to
-    :data:`YIELD_MAX` in all (``waited`` is how long it has waited so far;
-    a last wait is at least 20 ms, or none),
-    so that heartbeat verdicts and reads already due run before the work of
-    new connections (over ``wss://``, ~400 µs of CPU each).  An attempt is
-    never held longer: on time, it starts at once.  ``random`` (default
-    ``random.random``, looked up at each call) draws the spread.
+    :data:`YIELD_MAX` in all (``waited`` is how long it has waited so far; a
+    last wait is at least 20 ms, or none), so that heartbeat verdicts and
+    reads already due run before the work of new connections (over
+    ``wss://``, ~400 µs of CPU each).  On time, an attempt starts at once.
+    ``random`` (default ``random.random``, looked up at each call) draws the
+    spread.
     """
     if late <= BEHIND or YIELD_MAX - waited < YIELD_STEP / 2:
         return 0.0
