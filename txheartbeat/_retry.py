@@ -52,7 +52,7 @@ BEHIND = 0.010
 #: Each wait of a reconnect attempt that yields is this long on average (half to one and a half times).
 YIELD_STEP = 0.040
 #: The most a reconnect attempt waits in all because the process is behind.
-YIELD_MAX = 0.300
+YIELD_MAX = 1.000
 
 
 def yieldWhenBehind(late: float, waited: float, random: Optional[Callable[[], float]] = None) -> float:
