@@ -6,6 +6,7 @@ Idle wss:// connections at both ends, beside plain ws:// (issue 21).
     python benchmarks/tls.py --breakdown 0       # no tracemalloc runs
     python benchmarks/tls.py --json tls.json     # also save the raw figures
     python benchmarks/tls.py --report tls.json   # reprint the tables of a saved run
+    python benchmarks/tls.py --handshakes        # only the server's CPU per handshake (~5 s)
 
 The machinery of ``benchmarks/scale.py`` (A and B there) with a certificate
 made for the run (EC P-256, self-signed, for IP 127.0.0.1):
@@ -88,12 +89,26 @@ def writeCertificate(where: str, keyType: str = "P-256") -> None:
     )
 
 
-def handshakeCpu(keyType: str, count: int = 300) -> Dict[str, float]:
+#: OpenSSL's ``SSL_OP_ALLOW_NO_DHE_KEX`` and ``SSL_OP_PREFER_NO_DHE_KEX`` (pyOpenSSL names neither).
+NO_KEY_EXCHANGE = (1 << 10, 1 << 35)
+
+#: The handshakes measured: the certificate's key and whether a resumed handshake makes a key exchange.
+HANDSHAKES = {
+    "P-256": ("P-256", True),
+    "RSA 2048": ("RSA 2048", True),
+    "P-256, resumed without a key exchange (`psk_ke`, not applied)": ("P-256", False),
+}
+
+
+def handshakeCpu(keyType: str, count: int = 300, keyExchange: bool = True) -> Dict[str, float]:
     """
     Server CPU µs per TLS handshake, full and resumed (a session ticket), in
     one process over memory BIOs as Twisted drives them: ``serverTLSOptions``'
     context against a verifying client; only the server's calls are timed
     (``time.thread_time``), so load from elsewhere barely moves the figures.
+    Without ``keyExchange`` both ends allow TLS 1.3's resumption without an
+    (EC)DHE exchange and the server prefers it (what it would save; it gives
+    up forward secrecy, so txheartbeat does not set it).
     """
     from OpenSSL import SSL
 
@@ -106,6 +121,9 @@ def handshakeCpu(keyType: str, count: int = 300) -> Dict[str, float]:
         client = SSL.Context(SSL.TLS_METHOD)
         client.load_verify_locations(os.path.join(where, "cert.pem"))
         client.set_verify(SSL.VERIFY_PEER)
+        if not keyExchange:
+            server.set_options(NO_KEY_EXCHANGE[0] | NO_KEY_EXCHANGE[1])
+            client.set_options(NO_KEY_EXCHANGE[0])
     spent = [0.0]
 
     def serverCall(call: Callable[[], Any]) -> Any:
@@ -117,6 +135,7 @@ def handshakeCpu(keyType: str, count: int = 300) -> Dict[str, float]:
 
     def handshake(session: Any) -> Any:
         s, c = SSL.Connection(server, None), SSL.Connection(client, None)
+        served = 0  # bytes the server sent (a key exchange's share shows: ML-KEM's is over 1 KB)
         s.set_accept_state()
         c.set_connect_state()
         if session is not None:
@@ -133,24 +152,30 @@ def handshakeCpu(keyType: str, count: int = 300) -> Dict[str, float]:
                 except SSL.WantReadError:
                     continue
                 serverCall(lambda b=b, d=data: b.bio_write(d)) if b is s else b.bio_write(data)
+                served += len(data) if a is s else 0
         try:
             c.recv(1)  # (processes the tickets)
         except SSL.WantReadError:
             pass
         from OpenSSL._util import lib  # (pyOpenSSL has no session_reused())
 
-        return c.get_session(), bool(lib.SSL_session_reused(s._ssl)), c
+        return c.get_session(), bool(lib.SSL_session_reused(s._ssl)), c, served
 
     out: Dict[str, float] = {}
     # (kept open: OpenSSL marks the session of a connection freed without a
     # TLS close not resumable)
-    first, _, keep = handshake(None)
+    first, _, keep, _ = handshake(None)
     for name, offer in (("full", None), ("resumed", first)):
         spent[0] = 0.0
-        reused = sum(handshake(offer)[1] for _ in range(count))
+        done = [handshake(offer) for _ in range(count)]
         out[name] = 1e6 * spent[0] / count
-        out[name + "Reused"] = reused
+        out[name + "Reused"] = sum(d[1] for d in done)
+        out[name + "Served"] = sum(d[3] for d in done) / count
     return out
+
+
+def handshakes() -> Dict[str, Dict[str, float]]:
+    return {name: handshakeCpu(keyType, keyExchange=kx) for name, (keyType, kx) in HANDSHAKES.items()}
 
 
 def systemRoots() -> Optional[bytes]:
@@ -218,7 +243,7 @@ def measure(
                 f"{end} {kind} N={n} {'wss' if tls else 'ws'}{' traced' if trace else ''}: {scale.summary(r)} ({r['seconds']:.0f} s)"
             )
             out["runs"].append(r)
-    out["handshake"] = {keyType: handshakeCpu(keyType) for keyType in ("P-256", "RSA 2048")}
+    out["handshake"] = handshakes()
     log(f"handshake CPU: {out['handshake']}")
     out["wallSeconds"] = time.monotonic() - began
     return out
@@ -347,15 +372,17 @@ def handshakeMarkdown(figures: Dict[str, Dict[str, float]]) -> List[str]:
         f"{count} handshakes each in one process over memory BIOs, as Twisted drives them (`serverTLSOptions`' "
         "context, TLS 1.3, a verifying pyOpenSSL client offering OpenSSL's default groups), only the server's "
         "calls timed (`time.thread_time`); resumed: the client offers a session ticket from an earlier "
-        "connection. Both issue two new tickets per handshake (OpenSSL's default).",
+        "connection. Both issue two new tickets per handshake (OpenSSL's default). **Server sent** = bytes "
+        "of the server's handshake and tickets, full / resumed.",
         "",
-        "| certificate | full handshake | resumed | resumed / full |",
-        "|---|---|---|---|",
+        "| certificate | full handshake | resumed | resumed / full | server sent |",
+        "|---|---|---|---|---|",
     ]
     for keyType, f in figures.items():
+        served = f"{f['fullServed']:,.0f} / {f['resumedServed']:,.0f} bytes" if "fullServed" in f else "–"
         lines.append(
             f"| {keyType} | {f['full']:,.0f} µs | {f['resumed']:,.0f} µs ({f['resumedReused']:,.0f} of {count} "
-            f"resumed) | **{f['resumed'] / f['full']:.2f}** |"
+            f"resumed) | **{f['resumed'] / f['full']:.2f}** | {served} |"
         )
     return lines + [""]
 
@@ -370,9 +397,13 @@ def main() -> None:
     parser.add_argument("--ping", type=float, default=5.0, help="pingInterval = pongTimeout in seconds (default 5)")
     parser.add_argument("--window", type=float, default=10.0, help="seconds of idle window (default 10)")
     parser.add_argument("--breakdown", type=int, default=2000, help="N of the tracemalloc runs (0: none)")
+    parser.add_argument("--handshakes", action="store_true", help="only the server's CPU per TLS handshake")
     savedRuns(parser)
     args = parser.parse_args()
     if reprinted(args, markdown):
+        return
+    if args.handshakes:
+        print("\n".join(handshakeMarkdown(handshakes())))
         return
     results = measure(
         args.counts, args.ping, args.window, args.breakdown, log=lambda line: print(line, file=sys.stderr, flush=True)

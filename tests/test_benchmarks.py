@@ -85,3 +85,18 @@ def test_quick_frozen_benchmark_runs():
     rows = re.findall(r"^\| 1 \| (wss?://) \| (\S+) / 200 \|", text, re.MULTILINE)
     assert rows == [("ws://", "200"), ("wss://", "200")], text
     assert "On time in every respect: ws://" in text and "wss://" in text
+
+
+def test_handshake_benchmark_measures_a_resumption_without_a_key_exchange():
+    """`benchmarks/tls.py --handshakes`: every handshake resumed where it says so, and the `psk_ke` row really made no
+    key exchange (its server sent no key share: over 1 KB less with OpenSSL's default hybrid group, 32 bytes with X25519)."""
+    result = benchmark("tls", "--handshakes")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(
+        r"^\| ([^|]+) \| .* \((\d+) of 300 resumed\) \| .* \| ([\d,]+) / ([\d,]+) bytes \|$", result.stdout, re.M
+    )
+    served = {name: (int(full.replace(",", "")), int(resumed.replace(",", ""))) for name, _, full, resumed in rows}
+    assert len(rows) == 3 and all(reused == "300" for _, reused, _, _ in rows), result.stdout
+    plain, withoutKx = served["P-256"], served["P-256, resumed without a key exchange (`psk_ke`, not applied)"]
+    assert withoutKx[0] == pytest.approx(plain[0], abs=8)  # the full handshakes alike
+    assert withoutKx[1] <= plain[1] - 32, result.stdout
