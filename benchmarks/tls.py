@@ -174,8 +174,20 @@ def handshakeCpu(keyType: str, count: int = 300, keyExchange: bool = True) -> Di
     return out
 
 
+def preferNoKeyExchange() -> bool:
+    """Whether OpenSSL has ``SSL_OP_PREFER_NO_DHE_KEX`` (3.3 and later; older ones ignore the bit)."""
+    from OpenSSL import SSL
+
+    return SSL.OPENSSL_VERSION_NUMBER >= 0x30300000
+
+
 def handshakes() -> Dict[str, Dict[str, float]]:
-    return {name: handshakeCpu(keyType, keyExchange=kx) for name, (keyType, kx) in HANDSHAKES.items()}
+    """Every row of :data:`HANDSHAKES` (the one without a key exchange only where OpenSSL can prefer it)."""
+    return {
+        name: handshakeCpu(keyType, keyExchange=kx)
+        for name, (keyType, kx) in HANDSHAKES.items()
+        if kx or preferNoKeyExchange()
+    }
 
 
 def systemRoots() -> Optional[bytes]:
@@ -273,6 +285,8 @@ def kib(value: Any) -> str:
 
 
 def markdown(results: Result, heading: str = "## 8. TLS (issue 21)") -> List[str]:
+    if "runs" not in results:  # (saved by --handshakes)
+        return handshakeMarkdown(results["handshake"])
     lines = [heading, "", "### Idle wss:// connections at both ends", ""]
     by = f" by `{results['command']}`" if results.get("command") else ""
     lines.append(
@@ -403,7 +417,10 @@ def main() -> None:
     if reprinted(args, markdown):
         return
     if args.handshakes:
-        print("\n".join(handshakeMarkdown(handshakes())))
+        figures = handshakes()
+        if args.json:
+            Path(args.json).write_text(json.dumps({"handshake": figures}))
+        print("\n".join(handshakeMarkdown(figures)))
         return
     results = measure(
         args.counts, args.ping, args.window, args.breakdown, log=lambda line: print(line, file=sys.stderr, flush=True)

@@ -66,22 +66,39 @@ def test_a_retry_found_late_waits_once_then_starts_on_its_next_timer(reactor, ha
     handler.close()
 
 
-def test_a_process_that_stays_behind_holds_the_attempt_at_most_YIELD_MAX(reactor, handler, pinned, monkeypatch):
-    """Every timer fires a second late: the attempt waits 20 steps of 50 ms (1 s in all), then goes."""
+def lateBy(reactor, amount):
+    """Time moves to the next delayed call plus ``amount``: it fires that late."""
+    jump(reactor, min(c.getTime() for c in reactor.getDelayedCalls()) - reactor.seconds() + amount)
+
+
+def test_a_process_that_stays_behind_holds_the_attempt_until_YIELD_MAX_after_it_was_due(
+    reactor, handler, pinned, monkeypatch
+):
+    """Every timer fires 15 ms late and each wait is 50 ms: the yields and the lateness add up to 0.990 s after the
+    retry was due (the next wait would end past YIELD_MAX), and the attempt goes at that timer."""
     monkeypatch.setattr(random, "random", lambda: 0.75)  # each wait 1.25 * YIELD_STEP = 50 ms
     delay = refusedOnce(reactor, handler)
-    jump(reactor, delay + 1.0)
-    fired = 1
+    due = reactor.seconds() + delay
+    fired = 0
     while handler.stats.attempts == 1:
-        jump(reactor, 1.0)
+        lateBy(reactor, 0.015)
         fired += 1
         assert fired < 40
-    assert fired == 21
-    assert handler.factory._yielded == pytest.approx(YIELD_MAX)
+    assert fired == 16
+    assert reactor.seconds() - due == pytest.approx(0.990) and reactor.seconds() - due <= YIELD_MAX
+    assert handler.factory._yielded == pytest.approx(0.990)
     # The next retry may wait again: the bound is per retry.
     reactor.refuse()
-    jump(reactor, handler.factory.delay + 1.0)
-    assert handler.stats.attempts == 2 and handler.factory._yielded == pytest.approx(1.25 * YIELD_STEP)
+    lateBy(reactor, 0.015)
+    assert handler.stats.attempts == 2 and handler.factory._yielded == pytest.approx(0.015 + 1.25 * YIELD_STEP)
+    handler.close()
+
+
+def test_a_timer_already_YIELD_MAX_late_starts_the_attempt_at_once(reactor, handler, pinned):
+    """The bound is time since the retry was due, lateness included: a stall as long as YIELD_MAX adds no wait."""
+    delay = refusedOnce(reactor, handler)
+    jump(reactor, delay + YIELD_MAX)
+    assert handler.stats.attempts == 2
     handler.close()
 
 
@@ -113,7 +130,7 @@ def test_a_hook_that_closes_from_onReconnect_is_not_undone_by_a_yield(reactor, p
     delay = refusedOnce(reactor, h)
     jump(reactor, delay + 0.5)  # late: waits
     jump(reactor, 1.0)  # still late: waits
-    for _ in range(40):  # (at most YIELD_MAX / 20 ms waits)
+    for _ in range(60):  # (at most YIELD_MAX / 20 ms steps)
         if h.stats.attempts == 2:
             break
         jump(reactor, 1.0)

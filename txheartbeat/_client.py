@@ -411,7 +411,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         (text), ``bytes`` (binary) or zero-argument callable returning one of
         those sends an application-level heartbeat instead.
     :param initialDelay: seconds before the first reconnect.
-    :param maxDelay: upper bound of any reconnect delay, jitter included.
+    :param maxDelay: upper bound of any reconnect delay, jitter included (an
+        attempt may then yield up to 1 s to a process that is behind).
     :param factor: growth of the delay per failed attempt.
     :param jitter: fraction of random spread, in ``[0, 1)``.
     :param maxRetries: retries after a failed attempt: it gives up once
@@ -484,7 +485,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     _costly = 0  # failures that cost the server, in a row since a stable open (backoff step)
     _refusals = 0  # refused attempts in a row
     _lostOpen = False  # the failure being decided ended an open connection
-    _yielded = 0.0  # seconds the reconnect attempt due has waited because the process was behind
+    _yielded = 0.0  # seconds since the reconnect attempt was due, while it yields (its timers' lateness included)
     _dueReal = 0.0  # when the reconnect timer is due, in time.monotonic()
     _openTimer: Optional[Any] = None  # (an entry on the clock's timeline of openTimeout)
     _tlsWrapper: Any = None  # (what wraps this client in TLS for every attempt: connectTLS)
@@ -1074,6 +1075,8 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
         # Late by the clock and by real time (a task.Clock stepped past it is not behind;
         # nor is a process whose wall clock jumped).
         late = min(self.clock.seconds() - entry.getTime(), _monotonic() - self._dueReal)  # type: ignore[union-attr]
+        # (YIELD_MAX bounds the time since the attempt was due: each timer's lateness counts too.)
+        self._yielded += max(0.0, late)
         wait = yieldWhenBehind(late, self._yielded)
         if wait:
             # The process is behind: verdicts and reads already due go before this attempt.

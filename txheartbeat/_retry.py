@@ -51,7 +51,7 @@ class RetryContext:
 BEHIND = 0.010
 #: Each wait of a reconnect attempt that yields is this long on average (half to one and a half times).
 YIELD_STEP = 0.040
-#: The most a reconnect attempt waits in all because the process is behind.
+#: A reconnect attempt that yields starts by this long after it was due (or at its last timer, if that is later).
 YIELD_MAX = 1.000
 
 
@@ -62,13 +62,13 @@ def yieldWhenBehind(late: float, waited: float, random: Optional[Callable[[], fl
 
     A reconnect timer that fires more than :data:`BEHIND` late finds the
     reactor behind (a wave of verdicts, a long GC pass, a stall): its attempt
-    waits a random 20–60 ms more, again while the timers stay late, up to
-    :data:`YIELD_MAX` in all (``waited`` is how long it has waited so far; a
-    last wait is at least 20 ms, or none), so that heartbeat verdicts and
-    reads already due run before the work of new connections (over
-    ``wss://``, ~400 µs of CPU each).  On time, an attempt starts at once.
-    ``random`` (default ``random.random``, looked up at each call) draws the
-    spread.
+    waits a random 20–60 ms more, again while the timers stay late, until
+    :data:`YIELD_MAX` after it was due (``waited`` is how long ago that was,
+    the timers' lateness included; a last wait is at least 20 ms, or none),
+    so that heartbeat verdicts and reads already due run before the work of
+    new connections (over ``wss://``, ~400 µs of CPU each).  On time, an
+    attempt starts at once.  ``random`` (default ``random.random``, looked
+    up at each call) draws the spread.
     """
     if late <= BEHIND or YIELD_MAX - waited < YIELD_STEP / 2:
         return 0.0
