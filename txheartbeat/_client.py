@@ -485,7 +485,7 @@ class HeartbeatClientFactory(WebSocketClientFactory, ReconnectingClientFactory):
     _costly = 0  # failures that cost the server, in a row since a stable open (backoff step)
     _refusals = 0  # refused attempts in a row
     _lostOpen = False  # the failure being decided ended an open connection
-    _yielded = 0.0  # seconds since the reconnect attempt was due, while it yields (its timers' lateness included)
+    _yielded = 0.0  # seconds since the reconnect attempt was due, as of its last timer (their lateness included)
     _dueReal = 0.0  # when the reconnect timer is due, in time.monotonic()
     _openTimer: Optional[Any] = None  # (an entry on the clock's timeline of openTimeout)
     _tlsWrapper: Any = None  # (what wraps this client in TLS for every attempt: connectTLS)
